@@ -1,0 +1,3 @@
+from byok_middleware.cli import main
+
+raise SystemExit(main())

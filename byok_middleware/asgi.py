@@ -1,0 +1,131 @@
+"""Small ASGI helpers shared by the gateway's handlers: bounded body reads and JSON replies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any
+
+from byok_middleware.errors import BYOKError, InvalidRequest, PayloadTooLarge
+
+__all__ = [
+    "ASGIApp",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "header",
+    "json_body",
+    "parse_json_object",
+    "read_body",
+    "send_error",
+    "send_json",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_JSON_DEPTH = 64
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` lower-case bytes), decoded as latin-1."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than ``limit`` bytes with a 413."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("the client disconnected before sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _depth(value: Any) -> int:
+    # Iterative so that a hostile nesting cannot exhaust the Python stack.
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object (400 otherwise)."""
+    if not raw:
+        raise InvalidRequest("the request body is empty; a JSON object is expected")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequest("the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+async def json_body(receive: Receive, limit: int) -> dict[str, Any]:
+    return parse_json_object(await read_body(receive, limit))
+
+
+def _raw_headers(
+    content_type: bytes, length: int, headers: Mapping[str, str] | None
+) -> list[tuple[bytes, bytes]]:
+    raw = [(b"content-type", content_type), (b"content-length", str(length).encode())]
+    if headers:
+        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    return raw
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    content_type: bytes = b"application/json",
+    headers: Mapping[str, str] | None = None,
+    extra_raw: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    raw = _raw_headers(content_type, len(body), headers)
+    raw.extend(extra_raw)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+async def send_json(
+    send: Send, status: int, value: Any, headers: Mapping[str, str] | None = None
+) -> None:
+    await send_bytes(send, status, dumps(value), headers=headers)
+
+
+async def send_error(
+    send: Send, error: BYOKError, headers: Mapping[str, str] | None = None
+) -> None:
+    merged = {**error.headers, **(headers or {})}
+    await send_json(send, error.status_code, {"error": error.to_dict()}, merged)

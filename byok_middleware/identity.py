@@ -1,0 +1,123 @@
+"""Who is calling: gateway API keys by default, or the host app's own auth through ``identify=``.
+
+Threat model: a caller presents ``Authorization: Bearer byok_...``. Only SHA-256 hashes of gateway
+keys are stored, so a stolen database does not yield usable keys; the lookup is by hash, so an
+unknown key and a wrong key take the same path and the same time, and the client is told only
+"invalid gateway key", never whether a tenant exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from byok_middleware.asgi import Scope, header
+from byok_middleware.clock import utcnow
+from byok_middleware.storage.base import KeyStore, Tenant
+
+__all__ = [
+    "GATEWAY_KEY_PREFIX",
+    "GatewayKeyIdentity",
+    "Identify",
+    "create_tenant",
+    "hash_gateway_key",
+    "new_gateway_key",
+    "resolve_tenant",
+]
+
+GATEWAY_KEY_PREFIX = "byok_"
+Identify = Callable[[Scope], "Awaitable[str | None] | str | None"]
+
+
+def new_gateway_key() -> str:
+    """A fresh gateway API key: the prefix and 256 random bits."""
+    return GATEWAY_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_gateway_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+async def create_tenant(store: KeyStore, name: str) -> tuple[Tenant, str]:
+    """Create a tenant and its first gateway key; the key is returned once and never stored."""
+    key = new_gateway_key()
+    tenant = Tenant(id=uuid.uuid4().hex, name=name, created_at=utcnow())
+    await store.create_tenant(tenant, hash_gateway_key(key))
+    return tenant, key
+
+
+@dataclass(slots=True)
+class _Entry:
+    tenant_id: str
+    key_hash: str
+    expires: float
+
+
+class GatewayKeyIdentity:
+    """The default ``identify``: a bearer gateway key looked up by its hash.
+
+    Positive lookups are cached for ``ttl`` seconds (bounded LRU) so the steady state reads no
+    database; a revoked key therefore stops working within ``ttl`` in other processes and at once
+    in this one (``forget``).
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        ttl: float = 30.0,
+        max_entries: int = 10_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._max = max_entries
+        self._now = monotonic
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"GatewayKeyIdentity(cached={len(self._cache)})"
+
+    async def __call__(self, scope: Scope) -> str | None:
+        value = header(scope, b"authorization")
+        if not value:
+            return None
+        scheme, _, token = value.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith(GATEWAY_KEY_PREFIX):
+            return None
+        key_hash = hash_gateway_key(token)
+        entry = self._cache.get(key_hash)
+        if entry is not None and entry.expires > self._now():
+            # The dict lookup already matched; compare_digest keeps the final check constant-time.
+            return entry.tenant_id if hmac.compare_digest(entry.key_hash, key_hash) else None
+        tenant_id = await self._store.tenant_for_key_hash(key_hash)
+        if tenant_id is None:
+            self._cache.pop(key_hash, None)
+            return None
+        self._cache[key_hash] = _Entry(tenant_id, key_hash, self._now() + self._ttl)
+        self._cache.move_to_end(key_hash)
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return tenant_id
+
+    def forget(self) -> None:
+        """Drop every cached lookup (after a revocation in this process)."""
+        self._cache.clear()
+
+
+async def resolve_tenant(identify: Identify, scope: Scope) -> str | None:
+    """Call a sync or async ``identify`` and normalise its answer to a non-empty string or None."""
+    result = identify(scope)
+    if inspect.isawaitable(result):
+        result = await result
+    if result is None or result == "":
+        return None
+    return str(result)

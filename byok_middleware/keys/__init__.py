@@ -1,0 +1,1 @@
+"""Tenant provider keys: the management API and the service behind it."""

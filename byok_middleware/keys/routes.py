@@ -1,0 +1,121 @@
+"""The management API: ``/byok/providers`` CRUD and ``/byok/usage`` (the caller's tenant only)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from byok_middleware.asgi import Receive, Send, json_body, send_bytes, send_json
+from byok_middleware.errors import InvalidRequest, NotFound, UnprocessableEntity
+from byok_middleware.gateway import Gateway
+from byok_middleware.keys.schemas import KeyCreate, KeyUpdate, key_view
+from byok_middleware.storage.base import GROUP_BY, UsageTotal
+
+__all__ = ["handle_providers", "handle_usage"]
+
+_PROVIDER_ALLOWED = "openai, anthropic, groq, deepseek, nvidia, google"
+
+
+def _validation_error(exc: ValidationError) -> UnprocessableEntity:
+    # Messages come from the schema (field names and rules), never echo the input values.
+    first = exc.errors(include_input=False, include_url=False)[0]
+    param = ".".join(str(p) for p in first.get("loc", ())) or None
+    message = str(first.get("msg", "invalid value"))
+    if param == "provider":
+        message = f"provider must be one of: {_PROVIDER_ALLOWED}"
+    return UnprocessableEntity(
+        f"{param}: {message}" if param else message, param=param, code="invalid_value"
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], body: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+async def handle_providers(
+    gateway: Gateway,
+    tenant_id: str,
+    method: str,
+    key_id: str | None,
+    receive: Receive,
+    send: Send,
+) -> None:
+    keys = gateway.keys
+    limit = gateway.config.max_body_bytes
+    if key_id is None:
+        if method == "GET":
+            records = await keys.list_keys(tenant_id)
+            await send_json(send, 200, {"object": "list", "data": [key_view(r) for r in records]})
+            return
+        body = _parse(KeyCreate, await json_body(receive, limit))
+        record = await keys.create(tenant_id, body)
+        await send_json(send, 201, key_view(record))
+        return
+    if len(key_id) > 128:
+        raise NotFound("no provider key with that id")
+    if method == "GET":
+        await send_json(send, 200, key_view(await keys.get(tenant_id, key_id)))
+    elif method == "PUT" or method == "PATCH":
+        body_update = _parse(KeyUpdate, await json_body(receive, limit))
+        if not body_update.model_fields_set:
+            raise InvalidRequest("nothing to update: send at least one field")
+        await send_json(send, 200, key_view(await keys.update(tenant_id, key_id, body_update)))
+    else:  # DELETE
+        await keys.delete(tenant_id, key_id)
+        await send_bytes(send, 204, b"", content_type=b"application/json")
+
+
+def _parse_time(params: dict[str, str], name: str) -> datetime | None:
+    value = params.get(name)
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be an ISO-8601 date or time", param=name) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _total_view(total: UsageTotal) -> dict[str, Any]:
+    return {
+        "group": total.group,
+        "requests": total.requests,
+        "prompt_tokens": total.prompt_tokens,
+        "completion_tokens": total.completion_tokens,
+        "cost_usd": float(total.cost_usd),
+        "unpriced_requests": total.unpriced_requests,
+    }
+
+
+async def handle_usage(
+    gateway: Gateway, tenant_id: str, params: dict[str, str], send: Send
+) -> None:
+    group_by = params.get("group_by") or None
+    if group_by is not None and group_by not in GROUP_BY:
+        raise InvalidRequest(f"'group_by' must be one of: {', '.join(GROUP_BY)}", param="group_by")
+    since, until = _parse_time(params, "since"), _parse_time(params, "until")
+    await gateway.ledger.flush()  # a caller sees its own requests, even the last one
+    totals = await gateway.store.usage_totals(
+        tenant_id, since=since, until=until, group_by=group_by
+    )
+    overall = await gateway.store.usage_totals(tenant_id, since=since, until=until)
+    await send_json(
+        send,
+        200,
+        {
+            "object": "byok.usage",
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "group_by": group_by,
+            "total": _total_view(overall[0]) if overall else None,
+            "data": [_total_view(t) for t in totals] if group_by else [],
+        },
+    )

@@ -1,0 +1,182 @@
+"""The key service: encrypts, stores and caches tenants' provider keys.
+
+It is the only place that turns plaintext keys into envelopes and back. Decrypted keys live in a
+short-lived per-tenant cache so the steady state reads no database; every change through this
+service invalidates the tenant's entry, and ``on_change`` lets a shared bus (Redis) tell the
+other replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from byok_middleware.clock import Clock, utcnow
+from byok_middleware.crypto import DecryptionError, Keyring, SecretStr, associated_data
+from byok_middleware.errors import InvalidRequest, NotFound
+from byok_middleware.keys.schemas import KeyCreate, KeyUpdate
+from byok_middleware.storage.base import KeyStatus, KeyStore, ProviderKeyRecord
+
+__all__ = ["KeyService", "ResolvedKey"]
+
+logger = logging.getLogger("byok_middleware.keys")
+
+ChangeHook = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedKey:
+    """A tenant key ready for an upstream call: its record and its plaintext (redacted repr)."""
+
+    record: ProviderKeyRecord
+    secret: SecretStr
+
+
+@dataclass(slots=True)
+class _TenantKeys:
+    expires: float
+    by_provider: dict[str, list[ResolvedKey]]
+
+
+class KeyService:
+    """CRUD of provider keys with encryption and an invalidating cache."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        keyring: Keyring,
+        *,
+        clock: Clock = utcnow,
+        cache_ttl: float = 30.0,
+        max_keys_per_tenant: int = 50,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._clock = clock
+        self._ttl = cache_ttl
+        self._max_keys = max_keys_per_tenant
+        self._monotonic = monotonic
+        self._cache: dict[str, _TenantKeys] = {}
+        self._hooks: list[ChangeHook] = []
+
+    def __repr__(self) -> str:
+        return f"KeyService(cached_tenants={len(self._cache)})"
+
+    def on_change(self, hook: ChangeHook) -> None:
+        """Call ``hook(tenant_id)`` after every change (e.g. to publish an invalidation)."""
+        self._hooks.append(hook)
+
+    def invalidate(self, tenant_id: str | None = None) -> None:
+        """Forget cached keys of one tenant, or of all tenants."""
+        if tenant_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(tenant_id, None)
+
+    async def _changed(self, tenant_id: str) -> None:
+        self.invalidate(tenant_id)
+        for hook in self._hooks:
+            await hook(tenant_id)
+
+    def _seal(self, tenant_id: str, key_id: str, provider: str, plaintext: str) -> bytes:
+        return self._keyring.encrypt(plaintext, associated_data(tenant_id, key_id, provider))
+
+    async def create(self, tenant_id: str, body: KeyCreate) -> ProviderKeyRecord:
+        if await self._store.count_keys(tenant_id) >= self._max_keys:
+            raise InvalidRequest(
+                f"a tenant may register at most {self._max_keys} provider keys",
+                code="too_many_keys",
+            )
+        now = self._clock()
+        key_id = "key_" + uuid.uuid4().hex
+        record = ProviderKeyRecord(
+            id=key_id,
+            tenant_id=tenant_id,
+            provider=body.provider,
+            ciphertext=self._seal(tenant_id, key_id, body.provider, body.api_key),
+            is_active=body.is_active,
+            priority=body.priority,
+            label=body.label,
+            always_use=body.always_use,
+            status=KeyStatus.ACTIVE if body.is_active else KeyStatus.INACTIVE,
+            created_at=now,
+            updated_at=now,
+            rpm=body.rpm,
+            tpm=body.tpm,
+            monthly_budget_usd=body.monthly_budget_usd,
+        )
+        await self._store.insert_key(record)
+        await self._changed(tenant_id)
+        return record
+
+    async def list_keys(self, tenant_id: str) -> list[ProviderKeyRecord]:
+        return await self._store.list_keys(tenant_id)
+
+    async def get(self, tenant_id: str, key_id: str) -> ProviderKeyRecord:
+        record = await self._store.get_key(tenant_id, key_id)
+        if record is None:
+            raise NotFound(f"no provider key with id {key_id!r}")
+        return record
+
+    async def update(self, tenant_id: str, key_id: str, body: KeyUpdate) -> ProviderKeyRecord:
+        current = await self.get(tenant_id, key_id)
+        changes: dict[str, Any] = {
+            name: getattr(body, name) for name in body.model_fields_set if name != "api_key"
+        }
+        for name in ("is_active", "priority", "always_use"):
+            # These columns are NOT NULL: an explicit null means "leave it".
+            if changes.get(name, 0) is None:
+                del changes[name]
+        if body.api_key is not None:
+            # A rotation starts with a clean slate: the new key has not failed yet.
+            changes["ciphertext"] = self._seal(tenant_id, key_id, current.provider, body.api_key)
+            changes.update(status=KeyStatus.ACTIVE, last_error=None, cooldown_until=None)
+        is_active = changes.get("is_active", current.is_active)
+        if not is_active:
+            changes["status"] = KeyStatus.INACTIVE
+        elif "is_active" in changes and current.status is KeyStatus.INACTIVE:
+            changes["status"] = KeyStatus.ACTIVE
+        updated = await self._store.update_key(tenant_id, key_id, changes, self._clock())
+        if updated is None:
+            raise NotFound(f"no provider key with id {key_id!r}")
+        await self._changed(tenant_id)
+        return updated
+
+    async def delete(self, tenant_id: str, key_id: str) -> None:
+        if not await self._store.delete_key(tenant_id, key_id):
+            raise NotFound(f"no provider key with id {key_id!r}")
+        await self._changed(tenant_id)
+
+    async def set_health(self, record: ProviderKeyRecord, **changes: Any) -> None:
+        """Record a key's health (status, last_error, cooldown, last_used_at) after a call."""
+        await self._store.update_key(record.tenant_id, record.id, changes, self._clock())
+        await self._changed(record.tenant_id)
+
+    async def keys_for(self, tenant_id: str, provider: str) -> list[ResolvedKey]:
+        """The tenant's keys of ``provider`` (every status), by priority, decrypted and cached."""
+        entry = self._cache.get(tenant_id)
+        if entry is None or entry.expires <= self._monotonic():
+            entry = await self._load(tenant_id)
+        return entry.by_provider.get(provider, [])
+
+    async def _load(self, tenant_id: str) -> _TenantKeys:
+        by_provider: dict[str, list[ResolvedKey]] = {}
+        for record in await self._store.list_keys(tenant_id):
+            aad = associated_data(record.tenant_id, record.id, record.provider)
+            try:
+                plaintext = self._keyring.decrypt(record.ciphertext, aad)
+            except DecryptionError as exc:
+                # The reason names no key material (version, key id or tag failure).
+                logger.error("provider key %s cannot be decrypted: %s", record.id, exc)
+                continue
+            by_provider.setdefault(record.provider, []).append(
+                ResolvedKey(record, SecretStr(plaintext))
+            )
+        entry = _TenantKeys(self._monotonic() + self._ttl, by_provider)
+        self._cache[tenant_id] = entry
+        return entry

@@ -1,0 +1,140 @@
+"""A genai-prices model price compiled once into a fast evaluator.
+
+``genai_prices.calc_price`` spends ~0.1 ms per call re-deriving, from the unit registry, which
+priced units nest inside which (cache reads inside input tokens, …) before it multiplies anything.
+That derivation depends only on the model's price object, so a ``PricePlan`` does it once and a
+call is then a handful of subtractions and ``Decimal`` multiplications, in the same order and with
+the same arithmetic as genai-prices (``ModelPrice.calc_price`` / ``calc_unit_price``), so the
+results are equal. Where genai-prices would reject an inconsistent breakdown (a subset larger than
+its total, or an overlap it cannot split), the plan clamps that remainder at zero instead of
+failing the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from genai_prices import types as genai_types
+from genai_prices.data_units import unit_data
+
+from byok_middleware.pricing.usage import Usage
+
+__all__ = ["PricePlan", "UsageValues", "genai_usage_values"]
+
+UsageValues = Mapping[str, int | float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    usage_key: str
+    per: int
+    family: str
+    dimensions: frozenset[tuple[str, str]]
+
+
+def _units_by_price_key(raw: Mapping[str, Mapping[str, Any]]) -> Mapping[str, _Unit]:
+    units = {}
+    for usage_key, spec in raw.items():
+        dimensions: Mapping[str, str] = spec.get("dimensions", {})
+        unit = _Unit(
+            usage_key, int(spec["per"]), dimensions.get("family", ""), frozenset(dimensions.items())
+        )
+        units[str(spec.get("price_key", usage_key))] = unit
+    return MappingProxyType(units)
+
+
+# genai-prices' own unit registry data (data_units.unit_data), indexed by price key.
+_UNITS = _units_by_price_key(unit_data)
+_REQUESTS = "requests"
+
+
+def genai_usage_values(usage: Usage) -> dict[str, int | float]:
+    """``usage`` under genai-prices usage keys: only registered keys, only non-zero values."""
+    values: dict[str, int | float] = {
+        "input_tokens": usage.prompt_tokens,
+        "output_tokens": usage.completion_tokens,
+        "cache_read_tokens": usage.cached_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_reasoning_tokens": usage.reasoning_tokens,
+        "input_audio_tokens": usage.audio_prompt_tokens,
+        "input_image_tokens": usage.image_prompt_tokens,
+        "output_audio_tokens": usage.audio_completion_tokens,
+        "output_image_tokens": usage.image_completion_tokens,
+    }
+    if usage.audio_seconds is not None:
+        # Speech-to-text audio is input audio; genai-prices does the same for Groq whisper.
+        values["audio_seconds"] = values["input_audio_seconds"] = usage.audio_seconds
+    if usage.characters is not None:
+        values["input_characters"] = usage.characters
+    return {key: value for key, value in values.items() if value > 0}
+
+
+class PricePlan:
+    """The compiled form of one genai-prices ``ModelPrice``."""
+
+    __slots__ = ("_decompose", "_prices", "_tiered", "families", "is_free")
+
+    def __init__(self, model_price: genai_types.ModelPrice) -> None:
+        priced: list[tuple[str, Decimal | genai_types.TieredPrices, _Unit]] = []
+        for price_key, price in vars(model_price).items():
+            unit = _UNITS.get(price_key)
+            # genai-prices skips unknown price keys too (after a UserWarning we must not raise).
+            if unit is not None and isinstance(price, Decimal | genai_types.TieredPrices):
+                priced.append((price_key, price, unit))
+        units = [unit for _, _, unit in priced if unit.usage_key != _REQUESTS]
+        # Most specific units first, so each unit's leaf is its value minus its descendants' leaves.
+        units.sort(key=lambda unit: (-len(unit.dimensions), unit.usage_key))
+        slots = {unit.usage_key: index for index, unit in enumerate(units)}
+        self._decompose = tuple(
+            (
+                unit.usage_key,
+                tuple(
+                    slots[other.usage_key]
+                    for other in units
+                    if other is not unit and unit.dimensions <= other.dimensions
+                ),
+            )
+            for unit in units
+        )
+        self._prices = tuple(
+            (slots.get(unit.usage_key, -1), _tiers(price), unit.per) for _, price, unit in priced
+        )
+        self._tiered = any(isinstance(price, genai_types.TieredPrices) for _, price, _ in priced)
+        self.families = frozenset(unit.family for _, _, unit in priced)
+        self.is_free = not priced
+
+    def cost(self, values: UsageValues) -> Decimal:
+        """The total price of ``values`` (genai-prices usage keys) in USD."""
+        leaves: list[int | float] = []
+        for usage_key, descendants in self._decompose:
+            leaf = values.get(usage_key, 0) - sum(leaves[index] for index in descendants)
+            leaves.append(leaf if leaf > 0 else 0)
+        total_input = values.get("input_tokens", 0) if self._tiered else 0
+        total = Decimal(0)
+        for slot, tiers, per in self._prices:
+            # slot -1 is the per-request unit: one request per call.
+            count = leaves[slot] if slot >= 0 else 1
+            price = tiers[-1][1]
+            for start, tier_price in tiers:
+                if total_input > start:
+                    price = tier_price
+                    break
+            total += price * _decimal(count) / per
+        return total
+
+
+def _tiers(price: Decimal | genai_types.TieredPrices) -> tuple[tuple[int, Decimal], ...]:
+    """Cliff tiers, highest threshold first, ending with the base price at threshold -1."""
+    if isinstance(price, Decimal):
+        return ((-1, price),)
+    tiers = sorted(((tier.start, tier.price) for tier in price.tiers), reverse=True)
+    return (*tiers, (-1, price.base))
+
+
+def _decimal(count: int | float) -> Decimal:
+    # genai-prices converts floats through repr (usage_value_as_decimal).
+    return Decimal(count) if isinstance(count, int) else Decimal(repr(count))

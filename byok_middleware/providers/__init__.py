@@ -1,0 +1,1 @@
+"""Upstream providers: the spec table and one module per wire format."""

@@ -1,0 +1,1 @@
+"""The proxy: upstream calls, SSE relay, metadata, failover and the ledger."""

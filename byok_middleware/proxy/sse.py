@@ -1,0 +1,84 @@
+"""Sans-I/O Server-Sent Events framing on bytes.
+
+Events are split at blank lines (``\\n\\n``, ``\\r\\n\\r\\n`` or ``\\r\\r``) and handed back as the
+exact bytes received, terminator included, so events the gateway does not rewrite are relayed
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["SSEEvent", "SSESplitter", "encode_event", "parse_event"]
+
+_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE = re.compile(rb"\r\n|\n|\r")
+MAX_BUFFER = 8 * 1024 * 1024
+
+
+class SSESplitter:
+    """Accumulates bytes and yields complete raw events."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return every event completed by it, in order."""
+        buffer = self._buffer + data if self._buffer else data
+        events: list[bytes] = []
+        start = 0
+        while True:
+            match = _BOUNDARY.search(buffer, start)
+            if match is None:
+                break
+            events.append(buffer[start : match.end()])
+            start = match.end()
+        self._buffer = buffer[start:]
+        if len(self._buffer) > MAX_BUFFER:
+            raise ValueError("an SSE event exceeds the maximum size")
+        return events
+
+    def flush(self) -> bytes:
+        """Whatever is left (an unterminated last event), and reset."""
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+class SSEEvent:
+    """A parsed event: its ``event`` name (or None) and its joined ``data`` lines."""
+
+    __slots__ = ("data", "event")
+
+    def __init__(self, event: str | None, data: bytes) -> None:
+        self.event = event
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(event={self.event!r}, data={len(self.data)} bytes)"
+
+
+def parse_event(raw: bytes) -> SSEEvent | None:
+    """Parse one raw event; None for an event with neither data nor a name (comments, blanks)."""
+    name: str | None = None
+    data: list[bytes] = []
+    for line in _LINE.split(raw):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    if name is None and not data:
+        return None
+    return SSEEvent(name, b"\n".join(data))
+
+
+def encode_event(data: bytes, event: str | None = None) -> bytes:
+    """Frame one event (``data`` must not contain newlines: JSON from ``json.dumps`` never does)."""
+    prefix = b"event: " + event.encode() + b"\n" if event else b""
+    return prefix + b"data: " + data + b"\n\n"

@@ -1,0 +1,127 @@
+"""Talking to providers: who pays (candidates), auth headers, upstream errors in OpenAI shape."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from byok_middleware.crypto import SecretStr
+from byok_middleware.errors import BYOKError, UpstreamError
+from byok_middleware.providers.specs import PROVIDERS, WireFormat
+from byok_middleware.redaction import Redactor
+from byok_middleware.storage.base import ProviderKeyRecord
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "Candidate",
+    "auth_headers",
+    "normalize_error",
+    "upstream_url",
+]
+
+# Statuses after which the next candidate key is tried (DESIGN.md §5); other 4xx mean the request
+# itself is wrong and another key would fail the same way.
+RETRYABLE_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504, 529})
+KEY_REJECTED_STATUSES = frozenset({401, 403})
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One way to pay for a call: a tenant key (``record`` set) or the platform key."""
+
+    provider: str
+    secret: SecretStr
+    attribution: str
+    record: ProviderKeyRecord | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        return self.record.id if self.record is not None else None
+
+    @property
+    def is_byok(self) -> bool:
+        return self.record is not None
+
+
+def upstream_url(base_url: str, provider: str, path: str) -> str:
+    """The full upstream URL of an OpenAI path (``/chat/completions``) at ``provider``."""
+    if PROVIDERS[provider].wire is WireFormat.ANTHROPIC:
+        return base_url + ("/v1/messages" if path == "/chat/completions" else "/v1" + path)
+    return base_url + path
+
+
+def auth_headers(provider: str, secret: SecretStr) -> dict[str, str]:
+    if PROVIDERS[provider].wire is WireFormat.ANTHROPIC:
+        return {"x-api-key": secret.reveal(), "anthropic-version": "2023-06-01"}
+    return {"authorization": "Bearer " + secret.reveal()}
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return json.loads(body.lstrip() or b"null")
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _fields(provider: str, status: int, body: bytes) -> tuple[int, str, str | None, str | None]:
+    """(status, message, type, code) from any provider's error shape."""
+    data = _parse(body)
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]  # Gemini wraps its error in an array
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        err = data["error"]
+        message = str(err.get("message") or "")
+        etype = err.get("type") or err.get("status")
+        code = err.get("code")
+        reasons = json.dumps(err.get("details") or [])
+        if "API_KEY_INVALID" in reasons or "API key not valid" in message:
+            status, code = 401, "invalid_api_key"  # Gemini says 400 for a bad key
+        elif err.get("status") == "RESOURCE_EXHAUSTED":
+            status = 429
+        return status, message, str(etype) if etype else None, str(code) if code else None
+    if isinstance(data, dict) and ("detail" in data or "title" in data):
+        # NVIDIA's problem-details shape
+        message = " ".join(str(data[k]) for k in ("title", "detail") if data.get(k))
+        return status, message, None, None
+    text = body.decode("utf-8", "replace").strip()[:500]
+    return status, text, None, None
+
+
+def normalize_error(
+    provider: str,
+    status: int,
+    body: bytes,
+    *,
+    redactor: Redactor,
+    attribution: str,
+    retry_after: str | None = None,
+) -> BYOKError:
+    """An upstream error response as a client-safe ``UpstreamError`` in OpenAI's shape.
+
+    A rejected key (401/403) gets a message of our own, never the provider's text, since
+    providers echo keys there; every other message is redacted.
+    """
+    status, message, etype, code = _fields(provider, status, body)
+    if status == 529:
+        status, etype, code = 503, "overloaded_error", code or "overloaded"
+    headers = {"retry-after": retry_after} if retry_after else None
+    if status in KEY_REJECTED_STATUSES:
+        whose = "the tenant's own" if attribution == "byok" else "the platform"
+        return UpstreamError(
+            f"{provider} rejected {whose} API key (HTTP {status}); "
+            "check or rotate the key with PUT /byok/providers/{id}",
+            error_type="authentication_error" if status == 401 else "permission_error",
+            code="invalid_api_key" if status == 401 else "permission_denied",
+            status_code=status,
+            headers=headers,
+        )
+    if not message:
+        message = f"{provider} returned HTTP {status}"
+    return UpstreamError(
+        redactor(f"{provider}: {message}"),
+        error_type=etype or ("server_error" if status >= 500 else "invalid_request_error"),
+        code=redactor(code) if code else None,
+        status_code=status if 400 <= status <= 599 else 502,
+        headers=headers,
+    )

@@ -1,0 +1,133 @@
+"""Dispatch of the gateway's own paths (below the prefix) to their handlers."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from byok_middleware.asgi import Message, Receive, Scope, Send, send_error
+from byok_middleware.errors import AuthenticationFailed, BYOKError, InvalidRequest
+from byok_middleware.identity import resolve_tenant
+
+if TYPE_CHECKING:
+    from byok_middleware.gateway import Gateway
+
+__all__ = ["Incoming", "Route", "Router"]
+
+logger = logging.getLogger("byok_middleware.router")
+
+Handler = Callable[["Gateway", "Incoming"], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One request to a gateway route, after identification."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    tenant_id: str
+    request_id: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    def query(self) -> dict[str, str]:
+        raw = self.scope.get("query_string", b"").decode("latin-1")
+        return dict(parse_qsl(raw, keep_blank_values=False))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handlers: dict[str, Handler]  # method -> handler
+    authenticated: bool = True
+
+
+class _ResponseGuard:
+    """Wraps ``send`` to know whether the response has started (errors can only go before)."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
+class Router:
+    """Exact paths, and paths with one ``{id}`` segment (``/byok/providers/{id}/verify``)."""
+
+    def __init__(self) -> None:
+        self._exact: dict[str, Route] = {}
+        self._with_id: dict[tuple[str, str], Route] = {}
+
+    def add(self, path: str, route: Route) -> None:
+        if "{id}" in path:
+            head, _, tail = path.partition("{id}")
+            self._with_id[(head, tail)] = route
+        else:
+            self._exact[path] = route
+
+    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
+        route = self._exact.get(path)
+        if route is not None:
+            return route, {}
+        for (head, tail), candidate in self._with_id.items():
+            if path.startswith(head) and path.endswith(tail):
+                value = path[len(head) : len(path) - len(tail)]
+                if value and "/" not in value:
+                    return candidate, {"id": value}
+        return None
+
+    async def dispatch(
+        self,
+        gateway: Gateway,
+        route: Route,
+        params: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        guard = _ResponseGuard(send)
+        request_id = "req_" + uuid.uuid4().hex
+        try:
+            handler = route.handlers.get(scope["method"])
+            if handler is None:
+                raise InvalidRequest(
+                    f"method {scope['method']} is not allowed here; use "
+                    + " or ".join(sorted(route.handlers)),
+                    code="method_not_allowed",
+                    status_code=405,
+                )
+            tenant_id = await resolve_tenant(gateway.identify, scope) if route.authenticated else ""
+            if tenant_id is None:
+                raise AuthenticationFailed(
+                    "missing or invalid gateway API key: send Authorization: Bearer byok_..."
+                )
+            incoming = Incoming(scope, receive, guard, tenant_id, request_id, params)
+            await handler(gateway, incoming)
+        except BYOKError as exc:
+            if guard.started:
+                logger.warning("error after the response started (%s): %s", request_id, exc.code)
+                return
+            await send_error(guard, exc, {"x-byok-request-id": request_id})
+        except Exception:
+            # Logged through the redacting filter; the client gets a generic message.
+            logger.exception(
+                "unhandled error in %s %s (%s)", scope["method"], scope["path"], request_id
+            )
+            if not guard.started:
+                internal = BYOKError(
+                    f"internal gateway error (request {request_id})", code="internal_error"
+                )
+                await send_error(guard, internal, {"x-byok-request-id": request_id})
