@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,7 +57,7 @@ def translate(**body: Any) -> dict[str, Any]:
 
 
 def test_minimal_request() -> None:
-    """A bare user message becomes a Messages body with the upstream model and default max_tokens."""
+    """A bare user message becomes a body with the upstream model and the default max_tokens."""
     assert translate(model=LABEL) == {
         "model": MODEL,
         "messages": HI_BLOCKS,
@@ -76,6 +77,11 @@ def test_minimal_request() -> None:
         ({"temperature": 0.7, "top_p": 0.9}, {"temperature": 0.7, "top_p": 0.9}),
         ({"temperature": 1}, {"temperature": 1}),
         ({"user": "tenant-42"}, {"metadata": {"user_id": "tenant-42"}}),
+        ({"user": ""}, {}),
+        (
+            {"tools": [{**WEATHER, "cache_control": {"type": "ephemeral"}}]},
+            {"tools": [{**WEATHER_TOOL, "cache_control": {"type": "ephemeral"}}]},
+        ),
         ({"stream": True}, {"stream": True}),
         ({"stream": False}, {"stream": False}),
         (
@@ -149,7 +155,12 @@ def test_minimal_request() -> None:
         ),
         (
             {"reasoning_effort": "low", "max_tokens": 30000, "temperature": 1, "top_p": 0.95},
-            {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 30000},
+            {
+                "thinking": {"type": "enabled", "budget_tokens": 1024},
+                "max_tokens": 30000,
+                "temperature": 1,
+                "top_p": 0.95,
+            },
         ),
         ({"reasoning_effort": "none"}, {}),
     ],
@@ -281,6 +292,26 @@ def test_multi_turn_tool_conversation() -> None:
         {"role": "user", "content": [{"type": "text", "text": "Thanks"}]},
     ]
     assert out["tools"] == [WEATHER_TOOL]
+
+
+def test_request_body_is_not_modified() -> None:
+    """Translating leaves the client's body untouched."""
+    body: dict[str, Any] = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "S"}]},
+            {"role": "user", "content": "Go"},
+            {"role": "assistant", "tool_calls": [call("t1", "get_weather", '{"city": "Oslo"}')]},
+            {"role": "tool", "tool_call_id": "t1", "content": "ok"},
+        ],
+        "tools": [WEATHER],
+        "parallel_tool_calls": False,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}},
+    }
+    snapshot = copy.deepcopy(body)
+    out = to_messages_request(body, MODEL)
+    out["tools"][0]["input_schema"]["extra"] = True
+    out["tools"][1]["input_schema"]["extra"] = True
+    assert body == snapshot
 
 
 def test_tool_results_come_first_in_a_merged_user_message() -> None:
@@ -505,6 +536,27 @@ def user(content: Any) -> dict[str, Any]:
             "tools",
         ),
         ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"stream": "yes"}, "stream"),
+        (user({"type": "text", "text": "Hi"}), "messages[0].content"),
+        ({"tools": ["get_weather"]}, "tools[0]"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+            "tools[0].function.parameters",
+        ),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function"}}, "tool_choice"),
+        (
+            {"messages": [*HI, {"role": "assistant", "tool_calls": {"id": "t"}}]},
+            "messages[1].tool_calls",
+        ),
+        (
+            {"messages": [*HI, {"role": "assistant", "tool_calls": [call("t", 5, "{}")]}]},  # type: ignore[arg-type]
+            "messages[1].tool_calls[0].function",
+        ),
+        ({"modalities": 5}, "modalities"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": "x"}}},
+            "response_format",
+        ),
         ({"reasoning_effort": "low", "max_tokens": 1024}, "max_tokens"),
         ({"reasoning_effort": "low", "temperature": 0.2}, "temperature"),
         ({"reasoning_effort": "low", "top_p": 0.5}, "top_p"),
@@ -588,8 +640,13 @@ def message(
     }
 
 
-TEXT = {"type": "text", "text": "Hello"}
-TOOL = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+TEXT: dict[str, Any] = {"type": "text", "text": "Hello"}
+TOOL: dict[str, Any] = {
+    "type": "tool_use",
+    "id": "toolu_1",
+    "name": "get_weather",
+    "input": {"city": "Paris"},
+}
 
 
 @pytest.mark.parametrize(
@@ -758,6 +815,8 @@ def events_for(msg: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
     for index, block in enumerate(msg["content"]):
         kind = block["type"]
+        start: dict[str, Any]
+        deltas: list[dict[str, Any]]
         if kind == "text":
             start = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": p} for p in pieces(block["text"])]
@@ -801,11 +860,18 @@ def run_stream(
 
 
 def assemble(chunks: list[dict[str, Any]]) -> ChatCompletion:
-    """Accumulate chunks exactly as the openai SDK does."""
+    """Accumulate chunks exactly as the openai SDK does (its snapshot: the final parse step
+    refuses 'length' finishes)."""
     state: ChatCompletionStreamState[None] = ChatCompletionStreamState()
     for chunk in chunks:
         state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
-    return state.get_final_completion()
+    return ChatCompletion.model_validate(state.current_completion_snapshot.model_dump())
+
+
+def tool_calls(completion: ChatCompletion) -> list[tuple[str, str, str, str]]:
+    """(id, type, name, arguments) of each tool call, in order."""
+    calls = completion.choices[0].message.tool_calls or []
+    return [(c.id, c.type, c.function.name, c.function.arguments) for c in calls]  # type: ignore[union-attr]
 
 
 CONVERSATION = message(
@@ -847,12 +913,12 @@ def test_streamed_message_assembles_to_the_plain_translation(msg: dict[str, Any]
     got, want = streamed.choices[0], plain.choices[0]
     assert got.finish_reason == want.finish_reason
     assert (got.message.content or None) == want.message.content
-    assert got.message.model_dump()["tool_calls"] == want.message.model_dump()["tool_calls"]
+    assert tool_calls(streamed) == tool_calls(plain)
     assert getattr(got.message, "reasoning_content", None) == getattr(
         want.message, "reasoning_content", None
     )
     assert streamed.usage == plain.usage
-    assert translator.usage == plain.usage.model_dump(exclude_none=True) if plain.usage else False
+    assert translator.usage == to_openai_usage(msg["usage"])
     assert translator.finished
     assert not translator.failed
 
@@ -998,6 +1064,32 @@ def test_events_without_openai_counterpart_emit_nothing(event: str, data: dict[s
     assert translator.feed(event, data) == []
 
 
+@pytest.mark.parametrize(
+    ("block", "delta"),
+    [
+        ({"type": "text", "text": "Hi"}, {"content": "Hi"}),
+        ({"type": "thinking", "thinking": "Hm"}, {"reasoning_content": "Hm"}),
+    ],
+)
+def test_text_present_at_block_start_is_emitted(
+    block: dict[str, Any], delta: dict[str, Any]
+) -> None:
+    """A content block that starts with text already in it streams that text."""
+    translator = StreamTranslator(model=LABEL, created=CREATED, include_usage=False)
+    chunks = translator.feed("content_block_start", {"index": 0, "content_block": block})
+    assert [c["choices"][0]["delta"] for c in chunks] == [delta]
+
+
+def test_tool_input_for_a_foreign_block_is_dropped() -> None:
+    """Input JSON for a block that is not a client tool call (a server tool) emits nothing."""
+    translator = StreamTranslator(model=LABEL, created=CREATED, include_usage=False)
+    start = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    translator.feed("content_block_start", {"index": 0, "content_block": start})
+    delta = {"type": "input_json_delta", "partial_json": '{"query": "x"}'}
+    assert translator.feed("content_block_delta", {"index": 0, "delta": delta}) == []
+    assert translator.feed("content_block_stop", {"index": 0}) == []
+
+
 def test_event_name_falls_back_to_data_type() -> None:
     """An event framed without an `event:` line is recognised by its data type."""
     translator = StreamTranslator(model=LABEL, created=CREATED, include_usage=False)
@@ -1088,7 +1180,7 @@ def anthropic_error(kind: str, text: str) -> bytes:
             {
                 "message": "Anthropic returned HTTP 502.",
                 "type": "server_error",
-                "code": "api_error",
+                "code": None,
             },
         ),
         (

@@ -13,6 +13,7 @@ from typing import Any
 import genai_prices
 import pytest
 from genai_prices import data_snapshot
+from genai_prices import types as genai_types
 
 from byok_middleware.pricing import (
     GenaiPrices,
@@ -22,7 +23,7 @@ from byok_middleware.pricing import (
     usage_from_chunk,
     usage_from_openai,
 )
-from byok_middleware.pricing.plan import genai_usage_values
+from byok_middleware.pricing.plan import PricePlan, genai_usage_values
 
 NOON = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 EVENING = datetime(2026, 11, 2, 20, 0, tzinfo=UTC)
@@ -48,7 +49,7 @@ def warnings_for(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.Lo
     ]
 
 
-# --- reference figures --------------------------------------------------------------------------
+# --- reference figures ----------------------------------------------------------------------------
 
 FIGURES = [
     ("openai", "whisper-1", Usage(audio_seconds=60), NOON, "0.006"),
@@ -288,6 +289,12 @@ USAGE_SHAPES: list[tuple[str, str, Mapping[str, Any] | None, Usage | None]] = [
         Usage(audio_seconds=61.5),
     ),
     (
+        "openai: junk duration is zero seconds",
+        "openai",
+        {"type": "duration", "seconds": "61"},
+        Usage(audio_seconds=0.0),
+    ),
+    (
         "openai: transcription billed by tokens",
         "openai",
         {
@@ -490,10 +497,10 @@ def test_no_python_warnings_on_the_request_path(prices: GenaiPrices) -> None:
 def test_inconsistent_usage_does_not_raise(prices: GenaiPrices) -> None:
     """A hand-built usage whose subsets exceed their totals is priced, not rejected."""
     usage = Usage(prompt_tokens=10, cached_tokens=50, cache_write_tokens=50, reasoning_tokens=5)
-    assert prices.cost("openai", "gpt-4o-mini", usage, when=NOON) == Decimal("0.75") * 10 / MILLION
+    assert prices.cost("openai", "gpt-4o-mini", usage, when=NOON) == Decimal("0.075") * 10 / MILLION
 
 
-# --- gaps table and overrides -----------------------------------------------------------------------
+# --- gaps table and overrides ---------------------------------------------------------------------
 
 DALLE = [
     ("dall-e-3", "1024x1024", "standard", "0.040"),
@@ -521,7 +528,7 @@ def test_dalle_per_image_prices(
     per_image: str,
     images: int,
 ) -> None:
-    """DALL·E costs images × the per-image price of its size and quality."""
+    """DALL·E costs the number of images times the price of its size and quality."""
     usage = Usage(images=images, image_size=size, image_quality=quality)
     assert prices.cost("openai", model, usage, when=NOON) == images * Decimal(per_image)
 
@@ -562,7 +569,7 @@ OVERRIDDEN = [
         "openai",
         "gpt-4o",
         Usage(4 * MILLION, MILLION, cached_tokens=MILLION, cache_write_tokens=MILLION),
-        "5.0",
+        "6.0",
     ),
     ("google", "gemini-2.5-flash", Usage(MILLION), "9"),
     ("groq", "whisper-large-v3", Usage(audio_seconds=60), "0.006"),
@@ -599,7 +606,7 @@ def test_cache_size_must_be_positive() -> None:
         GenaiPrices(cache_size=0)
 
 
-# --- the cached path agrees with genai-prices -------------------------------------------------------
+# --- the cached path agrees with genai-prices -----------------------------------------------------
 
 SAMPLE_MODELS = [
     ("openai", "gpt-4o"),
@@ -656,8 +663,8 @@ def genai_cost(provider: str, model: str, usage: Usage, when: datetime) -> Decim
 
 
 def test_cached_path_matches_calc_price(prices: GenaiPrices) -> None:
-    """The cached path gives exactly genai_prices.calc_price's figure over sampled models and times."""
-    rng = random.Random(20261102)  # noqa: S311 - reproducible test sampling, not crypto
+    """The cached path equals genai_prices.calc_price over sampled models, usages and times."""
+    rng = random.Random(20261102)
     compared = 0
     for provider, model in SAMPLE_MODELS:
         for when in SAMPLE_TIMES:
@@ -749,3 +756,57 @@ def test_replaced_price_data_drops_the_cache(prices: GenaiPrices) -> None:
     finally:
         data_snapshot.set_custom_snapshot(None)
     assert prices.cost("openai", "gpt-4o", usage, when=NOON) == Decimal("2.5")
+
+
+# --- the compiled plan ----------------------------------------------------------------------------
+
+
+def test_plan_prices_per_request_and_tiers_like_genai_prices() -> None:
+    """A plan with per-request and tiered prices equals genai-prices' own ModelPrice.calc_price."""
+    model_price = genai_types.ModelPrice(
+        input_mtok=genai_types.TieredPrices(
+            base=Decimal("1"),
+            tiers=[genai_types.Tier(100, Decimal("3")), genai_types.Tier(10, Decimal("2"))],
+        ),
+        output_mtok=Decimal("4"),
+        cache_read_mtok=Decimal("0.5"),
+        requests_kcount=Decimal("7"),
+    )
+    plan = PricePlan(model_price)
+    for prompt in (0, 5, 10, 11, 100, 101, 5000):
+        usage = Usage(prompt_tokens=prompt, completion_tokens=3, cached_tokens=prompt // 3)
+        values = genai_usage_values(usage)
+        expected = model_price.calc_price(genai_prices.Usage(**values))["total_price"]
+        assert plan.cost(values) == expected
+
+
+def test_plan_ignores_unknown_price_keys() -> None:
+    """A price key genai-prices does not know is skipped, as genai-prices skips it."""
+    plan = PricePlan(genai_types.ModelPrice(input_mtok=Decimal("2"), teleport_mtok=Decimal("9")))
+    assert plan.cost({"input_tokens": MILLION}) == Decimal("2")
+    assert plan.families == frozenset({"tokens"})
+
+
+def test_audio_falls_back_to_the_plan_when_genai_prices_rejects_it(
+    prices: GenaiPrices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If genai-prices refuses an audio usage, the compiled plan still prices it."""
+
+    def refuse(*args: object, **kwargs: object) -> Any:
+        raise ValueError("refused")
+
+    monkeypatch.setattr(genai_types.ModelInfo, "calc_price", refuse)
+    assert prices.cost("openai", "whisper-1", Usage(audio_seconds=60), when=NOON) == Decimal(
+        "0.006"
+    )
+
+
+def test_warning_memory_is_bounded(
+    pricing_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set of already-warned models is bounded; past the bound it starts afresh."""
+    monkeypatch.setattr("byok_middleware.pricing.source._WARNED_LIMIT", 2)
+    prices = GenaiPrices(cache_size=1)
+    for model in ("m1", "m2", "m3", "m1"):
+        assert prices.cost("nvidia", model, Usage(1), when=NOON) is None
+    assert len(warnings_for(pricing_log, "no price known for nvidia model")) == 4

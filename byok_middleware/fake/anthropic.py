@@ -150,7 +150,12 @@ def _skeleton(call: Call, model: str) -> dict[str, Any]:
 
 
 def _tool_block(call: Call, tool: str, tool_input: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "tool_use", "id": f"toolu_fake{call.seq:06d}", "name": tool, "input": tool_input}
+    return {
+        "type": "tool_use",
+        "id": f"toolu_fake{call.seq:06d}",
+        "name": tool,
+        "input": tool_input,
+    }
 
 
 def _block_start(index: int, block: dict[str, Any]) -> Frame:

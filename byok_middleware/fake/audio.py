@@ -84,13 +84,19 @@ def transcription(call: Call, task: Literal["transcribe", "translate"]) -> Reply
     if request.content_type != "multipart/form-data" or not files or not model:
         return error_reply(call, 400, "'file' and 'model' are required multipart fields")
     audio_format = request.form_value("response_format") or "json"
-    if audio_format not in _ALL_FORMATS or (call.provider == "groq" and audio_format in {"srt", "vtt"}):
+    if audio_format not in _ALL_FORMATS or (
+        call.provider == "groq" and audio_format in {"srt", "vtt"}
+    ):
         return error_reply(call, 400, f"response_format {audio_format!r} is not supported")
     duration = wav_duration(files[0].data)
     text = TRANSCRIPT if task == "transcribe" else TRANSLATION
     if audio_format in _TEXT_FORMATS:
         body = _timed_text(audio_format, text, duration or 1.0)
-        return Reply(body=body.encode(), media_type="text/plain; charset=utf-8", headers=success_headers(call))
+        return Reply(
+            body=body.encode(),
+            media_type="text/plain; charset=utf-8",
+            headers=success_headers(call),
+        )
     result: dict[str, Any] = {"text": text}
     if audio_format == "verbose_json":
         result = _verbose(call, task, text, duration)
@@ -150,4 +156,3 @@ def _usage(model: str, text: str, duration: float | None) -> dict[str, Any] | No
             "input_token_details": {"audio_tokens": audio_tokens, "text_tokens": 0},
         }
     return None
-

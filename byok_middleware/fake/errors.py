@@ -16,7 +16,7 @@ from byok_middleware.fake.providers import OPENAI_ERROR_SHAPE, check_provider
 SCRIPTED_REQUEST_ID: Final = "req_fake_scripted"
 
 _OPENAI_TYPES: Final = {401: "invalid_request_error", 403: "permission_error", 429: "requests"}
-_OPENAI_CODES: Final = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
+_OPENAI_CODES: Final = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
 _ANTHROPIC_TYPES: Final = {
     401: "authentication_error",
     402: "billing_error",
@@ -40,7 +40,9 @@ _GOOGLE_STATUSES: Final = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-_OPENAI_KEY_HELP: Final = "You can find your API key at https://platform.openai.com/account/api-keys."
+_OPENAI_KEY_HELP: Final = (
+    "You can find your API key at https://platform.openai.com/account/api-keys."
+)
 _GOOGLE_BAD_KEY: Final = "API key not valid. Please pass a valid API key."
 
 
@@ -84,6 +86,7 @@ def error_body(
     if provider in OPENAI_ERROR_SHAPE:
         default_type = "server_error" if status >= 500 else "invalid_request_error"
         kind = error_type or _OPENAI_TYPES.get(status, default_type)
+        code = code if code is not None else _OPENAI_CODES.get(status)
         return {"error": {"message": text, "type": kind, "param": None, "code": code}}
     if provider == "anthropic":
         default_type = "api_error" if status >= 500 else "invalid_request_error"
@@ -110,7 +113,9 @@ def missing_key(provider: str) -> ErrorAnswer:
         message = "Method doesn't allow unregistered callers. Please use an API key."
         return ErrorAnswer(403, error_body(provider, 403, message))
     if provider == "nvidia":
-        return ErrorAnswer(401, error_body(provider, 401, "Header of type 'authorization' was missing"))
+        return ErrorAnswer(
+            401, error_body(provider, 401, "Header of type 'authorization' was missing")
+        )
     message = {
         "groq": "Invalid API Key",
         "deepseek": "Authentication Fails (auth header format should be Bearer sk-...)",

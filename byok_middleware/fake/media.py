@@ -14,7 +14,8 @@ from byok_middleware.fake.wire import Call, Reply, dumps, error_reply, json_repl
 EMBEDDING_DIM: Final = 8
 #: A valid 1x1 PNG, the content of every generated image.
 PNG_1X1_BASE64: Final = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ"
+    "AAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 )
 #: Output tokens per gpt-image-* image (providers.md §1.9's example).
 IMAGE_OUTPUT_TOKENS: Final = 4160

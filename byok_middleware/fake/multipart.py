@@ -8,7 +8,7 @@ from email.message import Message
 
 @dataclass(frozen=True)
 class FormPart:
-    """One part of a multipart body: field `name`, optional `filename` and `content_type`, `data`."""
+    """One multipart part: field `name`, its `data`, optional `filename` and `content_type`."""
 
     name: str
     data: bytes
@@ -60,11 +60,11 @@ def _parse_part(chunk: bytes) -> FormPart | None:
         if colon:
             headers[name.strip().lower()] = value.strip()
     _, disposition = header_params(headers.get("content-disposition", ""))
-    name = disposition.get("name")
-    if name is None:
+    field_name = disposition.get("name")
+    if field_name is None:
         return None
     return FormPart(
-        name=name,
+        name=field_name,
         data=data,
         filename=disposition.get("filename"),
         content_type=headers.get("content-type"),

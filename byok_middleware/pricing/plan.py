@@ -53,17 +53,24 @@ _REQUESTS = "requests"
 
 
 def genai_usage_values(usage: Usage) -> dict[str, int | float]:
-    """``usage`` under genai-prices usage keys: only registered keys, only non-zero values."""
+    """``usage`` under genai-prices usage keys: only registered keys, only positive values.
+
+    Subsets are clamped to their totals first, so an inconsistent hand-built ``Usage`` is billed
+    for no more tokens than it reports in total.
+    """
+    prompt = max(usage.prompt_tokens, 0)
+    completion = max(usage.completion_tokens, 0)
+    cached = min(usage.cached_tokens, prompt)
     values: dict[str, int | float] = {
-        "input_tokens": usage.prompt_tokens,
-        "output_tokens": usage.completion_tokens,
-        "cache_read_tokens": usage.cached_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "output_reasoning_tokens": usage.reasoning_tokens,
-        "input_audio_tokens": usage.audio_prompt_tokens,
-        "input_image_tokens": usage.image_prompt_tokens,
-        "output_audio_tokens": usage.audio_completion_tokens,
-        "output_image_tokens": usage.image_completion_tokens,
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "cache_read_tokens": cached,
+        "cache_write_tokens": min(usage.cache_write_tokens, prompt - cached),
+        "output_reasoning_tokens": min(usage.reasoning_tokens, completion),
+        "input_audio_tokens": min(usage.audio_prompt_tokens, prompt),
+        "input_image_tokens": min(usage.image_prompt_tokens, prompt),
+        "output_audio_tokens": min(usage.audio_completion_tokens, completion),
+        "output_image_tokens": min(usage.image_completion_tokens, completion),
     }
     if usage.audio_seconds is not None:
         # Speech-to-text audio is input audio; genai-prices does the same for Groq whisper.
@@ -118,11 +125,7 @@ class PricePlan:
         for slot, tiers, per in self._prices:
             # slot -1 is the per-request unit: one request per call.
             count = leaves[slot] if slot >= 0 else 1
-            price = tiers[-1][1]
-            for start, tier_price in tiers:
-                if total_input > start:
-                    price = tier_price
-                    break
+            price = next((price for start, price in tiers if total_input > start), tiers[-1][1])
             total += price * _decimal(count) / per
         return total
 

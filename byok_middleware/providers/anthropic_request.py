@@ -52,6 +52,10 @@ def to_messages_request(
 ) -> dict[str, Any]:
     """Translate an OpenAI chat request body to an Anthropic ``/v1/messages`` body.
 
+    ``max_tokens`` is always set (``default_max_tokens`` when the client gave none, plus the
+    thinking budget when ``reasoning_effort`` asks for one). A JSON ``response_format`` becomes a
+    forced ``json_response`` tool: see :func:`uses_json_tool`. The input is not modified.
+
     Raises :class:`InvalidRequest` (400, ``param`` set) for malformed input and for every
     parameter or value Anthropic cannot honour.
     """
@@ -73,8 +77,11 @@ def to_messages_request(
             raise wrong_type("user", "a string")
         if user:
             out["metadata"] = {"user_id": user}
-    if body.get("stream") is not None:
-        out["stream"] = bool(body["stream"])
+    stream = body.get("stream")
+    if stream is not None:
+        if not isinstance(stream, bool):
+            raise wrong_type("stream", "a boolean")
+        out["stream"] = stream
     return out
 
 
@@ -99,7 +106,7 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     if body.get("audio") is not None:
         refuse("audio", "no audio output")
     modalities = body.get("modalities")
-    if modalities is not None and list(modalities) != ["text"]:
+    if modalities is not None and modalities != ["text"]:
         refuse("modalities", "text output only")
     if body.get("prediction") is not None:
         refuse("prediction", "no predicted outputs")
@@ -254,17 +261,17 @@ def _set_response_format(body: Mapping[str, Any], out: dict[str, Any]) -> None:
             raise unsupported(
                 "Anthropic needs an object schema at the top level.", "response_format"
             )
+        schema = dict(schema)
         description = spec.get("description") or description
     tools = out.setdefault("tools", [])
     if any(tool["name"] == JSON_TOOL_NAME for tool in tools):
         raise unsupported(
             f"The tool name '{JSON_TOOL_NAME}' is reserved with a JSON response_format.", "tools"
         )
+    choice = out.get("tool_choice") or {"type": "auto" if tools else "none"}
     tools.append({"name": JSON_TOOL_NAME, "description": description, "input_schema": schema})
-    forced = {"type": "tool", "name": JSON_TOOL_NAME}
-    choice = out.get("tool_choice")
-    if choice is None or choice["type"] == "none":
-        out["tool_choice"] = forced
+    if choice["type"] == "none":
+        out["tool_choice"] = {"type": "tool", "name": JSON_TOOL_NAME}
     elif choice["type"] == "auto":
         # The model may call the caller's tools, but its answer must come through the JSON tool.
         out["tool_choice"] = {**choice, "type": "any"}

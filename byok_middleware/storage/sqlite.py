@@ -188,53 +188,53 @@ class SQLiteStore:
     async def open(self) -> None:
         """Connect, set the pragmas and run pending migrations. Idempotent."""
         async with self._lock:
-            if self._conn is not None:
-                return
-            conn = await aiosqlite.connect(self._path, isolation_level=None)
-            try:
-                conn.row_factory = sqlite3.Row
-                # busy_timeout first: switching to WAL itself needs the write lock.
-                await conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-                await conn.execute("PRAGMA journal_mode = WAL")
-                # NORMAL is durable across application crashes in WAL mode; only a power loss
-                # can drop the last commits, which is acceptable for a cache-backed ledger.
-                await conn.execute("PRAGMA synchronous = NORMAL")
-                await conn.execute("PRAGMA foreign_keys = ON")
-                await apply_migrations(conn, SQLITE_MIGRATIONS)
-            except BaseException:
-                await conn.close()
-                raise
-            self._conn = conn
+            await self._open_locked()
 
     async def close(self) -> None:
-        """Close the connection (after the operation in flight). Idempotent."""
+        """Close the connection once the operation in flight is done. Idempotent; a later call
+        opens the store again."""
         async with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
                 await conn.close()
 
-    async def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
-            await self.open()
-        if self._conn is None:  # closed again by a concurrent close()
-            raise RuntimeError("SQLiteStore was closed")
-        return self._conn
+    async def _open_locked(self) -> aiosqlite.Connection:
+        if self._conn is not None:
+            return self._conn
+        conn = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            # busy_timeout first: switching to WAL itself needs the write lock.
+            await conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            await conn.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL never corrupts the file; a power cut (not a crash of the
+            # process) can lose only the last commits, and it saves an fsync per commit.
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await apply_migrations(conn, SQLITE_MIGRATIONS)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield await self._open_locked()
 
     async def _fetch(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
-        conn = await self._connection()
-        async with self._lock:
+        async with self._locked() as conn:
             return list(await conn.execute_fetchall(sql, tuple(params)))
 
     async def _write(self, sql: str, params: Iterable[object] = ()) -> int:
         """Run one statement (atomic on its own) and return the number of rows it changed."""
-        conn = await self._connection()
-        async with self._lock, conn.execute(sql, tuple(params)) as cursor:
+        async with self._locked() as conn, conn.execute(sql, tuple(params)) as cursor:
             return cursor.rowcount
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        conn = await self._connection()
-        async with self._lock:
+        async with self._locked() as conn:
             # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
             # writes can fail with SQLITE_BUSY without waiting out busy_timeout.
             await conn.execute("BEGIN IMMEDIATE")
