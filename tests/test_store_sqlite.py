@@ -1,4 +1,4 @@
-"""SQLiteStore against the shared store contract, plus what only a SQLite file can show."""
+"""SQLiteStore against the shared store contract, plus what only a real SQLite file can show."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import aiosqlite
@@ -36,17 +38,179 @@ def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def raw(db: Path) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection to the file, for looking under the store."""
+    """A plain sqlite3 connection to the same file, to look underneath the store."""
     with closing(sqlite3.connect(db)) as conn:
         yield conn
 
 
-async def test_wal_mode_and_current_schema(db: Path, raw: sqlite3.Connection) -> None:
-    """Opening sets WAL journal mode and migrates to the latest schema version."""
-    async with_store = SQLiteStore(db)
-    await with_store.open()
+@pytest.fixture
+async def sqlite_store(db: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(db)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_wal_mode_and_current_schema(
+    sqlite_store: SQLiteStore, raw: sqlite3.Connection
+) -> None:
+    """Opening switches the file to WAL and migrates it to the latest schema version."""
+    assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert await sqlite_store.schema_version() == latest_version(SQLITE_MIGRATIONS)
+
+
+async def test_storage_formats(sqlite_store: SQLiteStore, raw: sqlite3.Connection) -> None:
+    """Costs are exact TEXT, times fixed-width UTC ISO text, booleans 0/1."""
+    await sqlite_store.insert_key(key("k1", is_active=False))
+    await sqlite_store.record_usage([usage("r1", cost="0.1")])
+    assert raw.execute("SELECT typeof(cost_usd), cost_usd, created_at FROM usage").fetchone() == (
+        "text",
+        "0.1",
+        "2025-03-01T12:00:00.000000Z",
+    )
+    assert raw.execute("SELECT is_active, always_use FROM provider_keys").fetchone() == (0, 0)
+
+
+async def test_reopening_keeps_data(db: Path) -> None:
+    """Everything written is there after closing and opening the file again."""
+    first = SQLiteStore(db)
+    await first.create_tenant(tenant("acme"), "hash")
+    await first.insert_key(key("k1"))
+    await first.record_usage([usage("r1", cost="0.25")])
+    await first.close()
+    second = SQLiteStore(db)
     try:
-        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert await with_store.schema_version() == latest_version(SQLITE_MIGRATIONS)
+        assert [t.name for t in await second.list_tenants()] == ["acme"]
+        assert await second.get_key("t-acme", "k1") == key("k1")
+        assert await second.key_spend("k1", T0) == Decimal("0.25")
     finally:
-        await with_store.close()
+        await second.close()
+
+
+async def test_two_stores_on_one_file_see_each_others_writes(db: Path) -> None:
+    """Two stores (as two processes would have) share the file, reads and concurrent writes."""
+    first, second = SQLiteStore(db), SQLiteStore(db)
+    await asyncio.gather(first.open(), second.open())  # both may try to migrate
+    try:
+        await first.create_tenant(tenant("acme"), "hash")
+        assert await second.tenant_for_key_hash("hash") == "t-acme"
+        await second.revoke_tenant("acme", T0)
+        assert await first.tenant_for_key_hash("hash") is None
+        await asyncio.gather(
+            *((first if n % 2 else second).record_usage([usage(f"r{n}")]) for n in range(20))
+        )
+        [grand] = await first.usage_totals("t-acme")
+        assert grand.requests == 20
+        assert grand.cost_usd == Decimal("0.20")
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_migrations_run_twice_are_a_no_op(db: Path) -> None:
+    """Applying the migrations to a migrated file changes nothing and records no version."""
+    async with aiosqlite.connect(db, isolation_level=None) as conn:
+        latest = latest_version(SQLITE_MIGRATIONS)
+        assert await apply_migrations(conn, SQLITE_MIGRATIONS) == latest
+        assert await apply_migrations(conn, SQLITE_MIGRATIONS) == latest
+        versions = await conn.execute_fetchall("SELECT version FROM schema_version")
+        assert [row[0] for row in versions] == list(range(1, latest + 1))
+    store = SQLiteStore(db)
+    try:
+        assert await store.schema_version() == latest
+    finally:
+        await store.close()
+
+
+async def test_a_newer_schema_is_refused(db: Path, raw: sqlite3.Connection) -> None:
+    """A file migrated by a newer release is not opened (nor changed) by this one."""
+    store = SQLiteStore(db)
+    await store.open()
+    await store.close()
+    with raw:
+        raw.execute("INSERT INTO schema_version VALUES (99, '2030-01-01T00:00:00.000000Z')")
+    with pytest.raises(ConfigurationError, match="newer"):
+        await store.open()
+
+
+async def test_open_on_first_use_and_idempotent_open_close(db: Path) -> None:
+    """Calls open the store on demand; open and close may repeat; close then use reopens."""
+    store = SQLiteStore(db)
+    assert not await asyncio.to_thread(db.exists)  # nothing touched before the first call
+    assert await store.count_keys("t") == 0
+    await store.open()
+    await store.insert_key(key("k1", "t"))
+    await store.close()
+    await store.close()
+    assert await store.count_keys("t") == 1
+    await store.close()
+
+
+async def test_in_memory_database() -> None:
+    """``:memory:`` gives a private, working store."""
+    store = SQLiteStore(":memory:")
+    try:
+        await store.record_usage([usage("r1", at=T0 + timedelta(seconds=1))])
+        assert [r.request_id for r in await store.list_usage("t-acme")] == ["r1"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///byok.db", "byok.db"),
+        ("sqlite:///data/byok.db", "data/byok.db"),
+        ("sqlite:////var/lib/byok.db", "/var/lib/byok.db"),
+        ("SQLITE:///byok.db", "byok.db"),
+        ("sqlite://:memory:", ":memory:"),
+        ("sqlite:///:memory:", ":memory:"),
+    ],
+)
+def test_store_from_url_sqlite(url: str, path: str) -> None:
+    """SQLite URLs map to a SQLiteStore on the path they name (three slashes: relative)."""
+    store = store_from_url(url)
+    assert isinstance(store, SQLiteStore)
+    assert repr(store) == f"SQLiteStore(path={path!r}, closed)"
+
+
+def test_store_from_url_memory() -> None:
+    """``memory://`` is the in-process MemoryStore."""
+    assert isinstance(store_from_url("memory://"), MemoryStore)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://root:hunter2@db/byok",
+        "byok.db",
+        "sqlite://host/byok.db",
+        "sqlite:///",
+        "sqlite:///byok.db?mode=ro",
+        "memory://somewhere",
+    ],
+)
+def test_store_from_url_refuses_unknown_urls(url: str) -> None:
+    """Unknown schemes and malformed SQLite URLs are a ConfigurationError, never echoing secrets."""
+    with pytest.raises(ConfigurationError) as caught:
+        store_from_url(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_store_from_url_postgres_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the postgres extra, the error says what to install (and not the password)."""
+    # None in sys.modules makes the import fail exactly as a missing module would.
+    monkeypatch.setitem(sys.modules, "byok_middleware.storage.postgres", None)
+    for url in ("postgresql://u:hunter2@db/byok", "postgres://u:hunter2@db/byok"):
+        with pytest.raises(ConfigurationError, match=r"byok_middleware\[postgres\]") as caught:
+            store_from_url(url)
+        assert "hunter2" not in str(caught.value)
+
+
+def test_store_from_url_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL URLs go, unchanged, to PostgresStore, imported only when asked for."""
+    module = types.ModuleType("byok_middleware.storage.postgres")
+    module.PostgresStore = lambda url: ("postgres-store", url)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "byok_middleware.storage.postgres", module)
+    url = "postgresql://u:p@db:5432/byok"
+    assert store_from_url(url) == ("postgres-store", url)  # type: ignore[comparison-overlap]

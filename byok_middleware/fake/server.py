@@ -97,10 +97,11 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        """The root URL, "http://127.0.0.1:PORT"; RuntimeError when not started."""
+        """The root URL, "http://127.0.0.1:PORT"; RuntimeError when not running."""
         if self._bound_port is None:
             raise RuntimeError("FakeUpstream is not running; call start() first")
-        return f"http://{self.host}:{self._bound_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._bound_port}"
 
     def base_url(self, provider: str) -> str:
         """The URL that stands in for `provider`'s default base URL (ValueError if unknown)."""
@@ -142,7 +143,8 @@ class FakeUpstream:
             raise RuntimeError("FakeUpstream is already running")
         # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP,
         # and without it Nagle holds a stream's second small write for ~40 ms.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self._bound_port = int(sock.getsockname()[1])

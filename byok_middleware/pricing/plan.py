@@ -5,9 +5,9 @@ priced units nest inside which (cache reads inside input tokens, …) before it 
 That derivation depends only on the model's price object, so a ``PricePlan`` does it once and a
 call is then a handful of subtractions and ``Decimal`` multiplications, in the same order and with
 the same arithmetic as genai-prices (``ModelPrice.calc_price`` / ``calc_unit_price``), so the
-results are equal. Where genai-prices would reject an inconsistent breakdown (a subset larger than
-its total, or an overlap it cannot split), the plan clamps that remainder at zero instead of
-failing the request.
+results are equal in value (terms that are exactly zero are skipped). Where genai-prices would
+reject an inconsistent breakdown (a subset larger than its total, or an overlap it cannot split),
+the plan clamps that remainder at zero instead of failing the request.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ class PricePlan:
             for unit in units
         )
         self._prices = tuple(
-            (slots.get(unit.usage_key, -1), _tiers(price), unit.per) for _, price, unit in priced
+            (slots.get(unit.usage_key, -1), _fixed(price), _tiers(price), unit.per)
+            for _, price, unit in priced
         )
         self._tiered = any(isinstance(price, genai_types.TieredPrices) for _, price, _ in priced)
         self.families = frozenset(unit.family for _, _, unit in priced)
@@ -118,16 +119,27 @@ class PricePlan:
         """The total price of ``values`` (genai-prices usage keys) in USD."""
         leaves: list[int | float] = []
         for usage_key, descendants in self._decompose:
-            leaf = values.get(usage_key, 0) - sum(leaves[index] for index in descendants)
+            leaf = values.get(usage_key, 0)
+            for index in descendants:
+                leaf -= leaves[index]
             leaves.append(leaf if leaf > 0 else 0)
         total_input = values.get("input_tokens", 0) if self._tiered else 0
         total = Decimal(0)
-        for slot, tiers, per in self._prices:
+        for slot, fixed, tiers, per in self._prices:
             # slot -1 is the per-request unit: one request per call.
             count = leaves[slot] if slot >= 0 else 1
-            price = next((price for start, price in tiers if total_input > start), tiers[-1][1])
+            if not count:
+                # Adds exactly zero; skipping it is most of the speed on rich price sheets.
+                continue
+            price = fixed
+            if price is None:
+                price = next((price for start, price in tiers if total_input > start), tiers[-1][1])
             total += price * _decimal(count) / per
         return total
+
+
+def _fixed(price: Decimal | genai_types.TieredPrices) -> Decimal | None:
+    return price if isinstance(price, Decimal) else None
 
 
 def _tiers(price: Decimal | genai_types.TieredPrices) -> tuple[tuple[int, Decimal], ...]:

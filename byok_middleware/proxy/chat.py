@@ -7,8 +7,8 @@ from typing import Any
 
 from byok_middleware.asgi import Receive, Send, dumps, send_bytes
 from byok_middleware.errors import InvalidRequest
-from byok_middleware.gateway import Call, Gateway
-from byok_middleware.pricing import usage_from_openai
+from byok_middleware.gateway import Call, Forwarded, Gateway
+from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
 from byok_middleware.proxy.metadata import CallMetadata
 from byok_middleware.proxy.models import resolve_model
@@ -53,8 +53,8 @@ def _validate(body: dict[str, Any]) -> None:
 async def handle_chat(
     gateway: Gateway, call: Call, body: dict[str, Any], receive: Receive, send: Send
 ) -> None:
-    _validate(body)
     route = resolve_model(body.get("model"))
+    _validate(body)
     call.provider, call.model = route.provider, route.model
     stream = body.get("stream") is True
     if PROVIDERS[call.provider].wire is WireFormat.ANTHROPIC:
@@ -91,24 +91,56 @@ async def handle_chat(
     await answer_json(gateway, call, forwarded, meta, send)
 
 
-async def answer_json(
-    gateway: Gateway, call: Call, forwarded: Any, meta: CallMetadata, send: Send
-) -> None:
-    """Read a JSON upstream answer, price its usage, add the metadata object, send it."""
+async def read_json(forwarded: Forwarded) -> tuple[bytes, Any]:
+    """The whole upstream body and its JSON (None when it is not JSON); closes the response."""
     response = forwarded.response
     try:
         raw = await response.aread()
     finally:
         await response.aclose()
     try:
-        data = json.loads(raw)
+        return raw, json.loads(raw)
     except ValueError:
-        data = None
+        return raw, None
+
+
+async def answer_json(
+    gateway: Gateway, call: Call, forwarded: Forwarded, meta: CallMetadata, send: Send
+) -> None:
+    """Read an OpenAI-wire JSON answer, price its usage, add the metadata object, send it."""
+    raw, data = await read_json(forwarded)
     usage = (
         usage_from_openai(data.get("usage"), provider=call.provider)
         if isinstance(data, dict)
         else None
     )
+    await send_priced_json(
+        gateway,
+        call,
+        forwarded,
+        meta,
+        send,
+        raw=raw,
+        data=data,
+        usage=usage,
+        extra_headers=passthrough_headers(forwarded.response.headers),
+    )
+
+
+async def send_priced_json(
+    gateway: Gateway,
+    call: Call,
+    forwarded: Forwarded,
+    meta: CallMetadata,
+    send: Send,
+    *,
+    raw: bytes,
+    data: Any,
+    usage: Usage | None,
+    extra_headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Price ``usage``, record the ledger row, and send ``data`` with the metadata added."""
+    response = forwarded.response
     meta.cost_usd = gateway.cost(call, usage)
     gateway.record(
         call,
@@ -125,14 +157,14 @@ async def answer_json(
         response.status_code,
         raw,
         content_type=response.headers.get("content-type", "application/json").encode("latin-1"),
-        extra_raw=meta.headers(with_cost=True) + _passthrough_headers(response.headers),
+        extra_raw=meta.headers(with_cost=True) + extra_headers,
     )
 
 
 _PASSTHROUGH = ("x-ratelimit-", "retry-after", "openai-processing-ms", "x-request-id")
 
 
-def _passthrough_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+def passthrough_headers(headers: Any) -> list[tuple[bytes, bytes]]:
     """Upstream headers that help clients back off (rate limits), never hop-by-hop ones."""
     return [
         (k.encode("latin-1"), v.encode("latin-1"))

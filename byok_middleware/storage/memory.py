@@ -81,14 +81,12 @@ class MemoryStore:
     async def create_tenant(self, tenant: Tenant, key_hash: str) -> None:
         require_aware(tenant.created_at, "created_at")
         require_aware(tenant.revoked_at, "revoked_at")
-        if tenant.id in self._tenants:
-            raise ValueError("a tenant with this id exists")
-        if key_hash in self._gateway_keys:
-            raise ValueError("this gateway key hash is already stored")
         if tenant.revoked_at is None and any(
             t.name == tenant.name and t.revoked_at is None for t in self._tenants.values()
         ):
             raise ValueError(f"the tenant name {tenant.name!r} is taken")
+        if tenant.id in self._tenants or key_hash in self._gateway_keys:
+            raise ValueError("a tenant with this id or gateway key hash exists")
         stored = dataclasses.replace(
             tenant, created_at=_utc(tenant.created_at), revoked_at=_utc_or_none(tenant.revoked_at)
         )
@@ -115,9 +113,9 @@ class MemoryStore:
     async def add_gateway_key(self, tenant_id: str, key_hash: str, when: datetime) -> None:
         require_aware(when, "when")
         if tenant_id not in self._tenants:
-            raise ValueError("no such tenant")
+            raise ValueError("no tenant with this id")
         if key_hash in self._gateway_keys:
-            raise ValueError("this gateway key hash is already stored")
+            raise ValueError("this gateway key hash exists")
         self._gateway_keys[key_hash] = _GatewayKey(tenant_id, _utc(when))
 
     async def tenant_for_key_hash(self, key_hash: str) -> str | None:

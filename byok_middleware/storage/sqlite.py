@@ -262,9 +262,11 @@ class SQLiteStore:
                     "INSERT INTO gateway_keys (key_hash, tenant_id, created_at) VALUES (?, ?, ?)",
                     (key_hash, tenant.id, row[2]),
                 )
-        except sqlite3.IntegrityError:
-            # The active-name index, the tenant id or the key hash: all mean "already taken".
-            raise ValueError(f"tenant {tenant.name!r}: the name, id or key is taken") from None
+        except sqlite3.IntegrityError as exc:
+            # Only the partial index on active names constrains tenants.name.
+            if "tenants.name" in str(exc):
+                raise ValueError(f"the tenant name {tenant.name!r} is taken") from None
+            raise ValueError("a tenant with this id or gateway key hash exists") from None
 
     async def list_tenants(self) -> list[Tenant]:
         rows = await self._fetch(
@@ -295,9 +297,10 @@ class SQLiteStore:
                 "INSERT INTO gateway_keys (key_hash, tenant_id, created_at) VALUES (?, ?, ?)",
                 (key_hash, tenant_id, _ts(when, "when")),
             )
-        except sqlite3.IntegrityError:
-            # Foreign key (no such tenant) or primary key (hash stored already).
-            raise ValueError("unknown tenant, or the gateway key hash is stored already") from None
+        except sqlite3.IntegrityError as exc:
+            if "FOREIGN KEY" in str(exc):
+                raise ValueError("no tenant with this id") from None
+            raise ValueError("this gateway key hash exists") from None
 
     async def tenant_for_key_hash(self, key_hash: str) -> str | None:
         rows = await self._fetch(
@@ -413,7 +416,7 @@ class SQLiteStore:
         _check_limit(limit)
         where, params = _window(tenant_id, since, None)
         rows = await self._fetch(
-            f"{_SELECT_USAGE} WHERE {where} ORDER BY created_at DESC, seq DESC LIMIT ?",
+            f"{_SELECT_USAGE} WHERE {where} ORDER BY seq DESC LIMIT ?",
             [*params, limit],
         )
         return [_decode(UsageRecord, row) for row in rows]
