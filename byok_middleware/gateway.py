@@ -27,6 +27,7 @@ from byok_middleware.proxy.upstream import (
     upstream_url,
 )
 from byok_middleware.redaction import Redactor
+from byok_middleware.state import Counters, InvalidationBus, LocalBus, MemoryCounters
 from byok_middleware.storage import KeyStore, store_from_url
 from byok_middleware.storage.base import UsageRecord
 
@@ -79,6 +80,8 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         prices: PriceSource | None = None,
         clock: Clock = utcnow,
+        bus: InvalidationBus | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.config = config
         self.keyring = config.keyring()  # fails fast, naming BYOK_MASTER_KEY
@@ -98,6 +101,9 @@ class Gateway:
             identify = self.gateway_keys
         self.identify: Identify = identify
         self.ledger = Ledger(self.store)
+        self.bus: InvalidationBus = bus if bus is not None else LocalBus()
+        self.counters: Counters = counters if counters is not None else MemoryCounters()
+        self.keys.on_change(self.bus.publish)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self.platform_keys = {p: SecretStr(k) for p, k in config.platform_keys.items()}
@@ -114,6 +120,7 @@ class Gateway:
 
     async def open(self) -> None:
         await self.store.open()
+        await self.bus.start(self._on_invalidation)
         timeout = httpx.Timeout(self.config.upstream_timeout, connect=self.config.connect_timeout)
         self._client = httpx.AsyncClient(
             transport=self._transport if self._transport is not None else default_transport(),
@@ -123,8 +130,14 @@ class Gateway:
         )
         self.ledger.start()
 
+    def _on_invalidation(self, tenant_id: str) -> None:
+        # Another replica (or this one) changed the tenant's keys: reload them on next use.
+        self.keys.invalidate(tenant_id)
+
     async def close(self) -> None:
         await self.ledger.close()
+        await self.bus.close()
+        await self.counters.close()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -160,6 +173,7 @@ class Gateway:
         *,
         path: str,
         build: BuildRequest,
+        method: str = "POST",
     ) -> Forwarded:
         """Send the call to the first candidate that answers 2xx, failing over on retryable errors.
 
@@ -176,7 +190,7 @@ class Gateway:
             call.redactor = self.redactor_for(candidate)
             content, headers = build(candidate)
             headers.update(auth_headers(call.provider, candidate.secret))
-            request = self.client.build_request("POST", url, content=content, headers=headers)
+            request = self.client.build_request(method, url, content=content, headers=headers)
             try:
                 response = await self.client.send(request, stream=True)
             except httpx.TimeoutException:

@@ -1,4 +1,4 @@
-"""The fake upstream (byok_middleware.testing): a real server speaking the providers' wire formats."""
+"""The fake upstream (byok_middleware.testing): a real server speaking the providers' wires."""
 
 from __future__ import annotations
 
@@ -73,6 +73,14 @@ def timed_data_lines(response: httpx.Response) -> list[tuple[float, str]]:
         if line.startswith("data: "):
             lines.append((time.monotonic(), line.removeprefix("data: ")))
     return lines
+
+
+def collect_data_lines(client: httpx.Client, url: str, into: list[str]) -> None:
+    """Append each `data:` payload of a streamed chat to `into` as it arrives."""
+    with client.stream("POST", url, json=CHAT, headers=bearer()) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                into.append(line.removeprefix("data: "))
 
 
 def stream_chat(client: httpx.Client, url: str, body: dict[str, Any]) -> list[str]:
@@ -156,7 +164,8 @@ def test_default_chat_answer(fake: FakeUpstream, client: httpx.Client, provider:
     body = response.json()
     assert body["object"] == "chat.completion"
     assert body["model"] == "gpt-4o"
-    assert body["id"] and isinstance(body["created"], int)
+    assert body["id"]
+    assert isinstance(body["created"], int)
     choice = body["choices"][0]
     assert choice["message"]["content"] == f"Hello from the fake {provider}."
     assert choice["finish_reason"] == "stop"
@@ -240,7 +249,9 @@ def test_stream_usage_chunk_only_when_asked(
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(payload) for payload in payloads[:-1]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    finals = [chunk for chunk in chunks if chunk["choices"] and chunk["choices"][0]["finish_reason"]]
+    finals = [
+        chunk for chunk in chunks if chunk["choices"] and chunk["choices"][0]["finish_reason"]
+    ]
     assert len(finals) == 1
     assert finals[0]["choices"][0]["finish_reason"] == "stop"
     assert finals[0]["usage"] is None
@@ -260,7 +271,8 @@ def test_streamed_tool_call_uses_openai_delta_form(
     payloads = stream_chat(client, chat_url(fake, "groq"), CHAT | {"tools": [WEATHER_TOOL]})
     deltas = [json.loads(p)["choices"][0]["delta"] for p in payloads[:-1]]
     calls = [delta["tool_calls"][0] for delta in deltas if "tool_calls" in delta]
-    assert calls[0]["index"] == 0 and calls[0]["id"]
+    assert calls[0]["index"] == 0
+    assert calls[0]["id"]
     assert calls[0]["function"]["name"] == "get_weather"
     arguments = "".join(call["function"]["arguments"] for call in calls)
     assert json.loads(arguments) == {"city": "Paris"}
@@ -344,7 +356,11 @@ def test_invalid_key_shapes(fake: FakeUpstream, client: httpx.Client) -> None:
     google = bodies["google"][0]["error"]
     assert google["status"] == "INVALID_ARGUMENT"
     assert google["details"][0]["reason"] == "API_KEY_INVALID"
-    assert bodies["nvidia"] == {"status": 401, "title": "Unauthorized", "detail": "Authorization failed"}
+    assert bodies["nvidia"] == {
+        "status": 401,
+        "title": "Unauthorized",
+        "detail": "Authorization failed",
+    }
     assert bodies["anthropic"]["type"] == "error"
     assert bodies["anthropic"]["error"]["type"] == "authentication_error"
     assert "request_id" in bodies["anthropic"]
@@ -429,11 +445,8 @@ def test_cut_after_drops_the_connection(
     """cut_after sends that many content chunks, then closes without [DONE]; quietly."""
     fake.script("openai", Scripted(stream=True, cut_after=2))
     received: list[str] = []
-    with caplog.at_level(logging.WARNING), pytest.raises(httpx.RemoteProtocolError):  # noqa: PT012
-        with client.stream("POST", chat_url(fake), json=CHAT, headers=bearer()) as response:
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    received.append(line.removeprefix("data: "))
+    with caplog.at_level(logging.WARNING), pytest.raises(httpx.RemoteProtocolError):
+        collect_data_lines(client, chat_url(fake), received)
     assert len(received) == 3  # the role chunk and two content chunks
     assert "[DONE]" not in received
     assert not [r for r in caplog.records if "without completing" in r.getMessage()]
@@ -447,10 +460,12 @@ def test_anthropic_message(fake: FakeUpstream, client: httpx.Client) -> None:
     """A Messages answer has Anthropic's shape and usage from anthropic_usage."""
     url = fake.base_url("anthropic") + "/v1/messages"
     body = client.post(url, json=ANTHROPIC_BODY, headers=ANTHROPIC_HEADERS).json()
-    assert body["type"] == "message" and body["id"].startswith("msg_")
+    assert body["type"] == "message"
+    assert body["id"].startswith("msg_")
     assert body["model"] == "claude-sonnet-4-5"
     assert body["content"] == [{"type": "text", "text": "Hello from the fake anthropic."}]
-    assert body["stop_reason"] == "end_turn" and body["stop_sequence"] is None
+    assert body["stop_reason"] == "end_turn"
+    assert body["stop_sequence"] is None
     assert body["usage"] == {
         "input_tokens": 100,
         "output_tokens": 20,
@@ -494,12 +509,16 @@ def test_anthropic_stream_event_sequence(fake: FakeUpstream, client: httpx.Clien
     events = anthropic_events(response.text)
     names = [name for name, _ in events]
     assert all(name == data["type"] for name, data in events)
-    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+    assert names[0] == "message_start"
+    assert names[-2:] == ["message_delta", "message_stop"]
     assert "ping" in names
     start_usage = events[0][1]["message"]["usage"]
-    assert start_usage["output_tokens"] == 1 and start_usage["cache_read_input_tokens"] == 40
+    assert start_usage["output_tokens"] == 1
+    assert start_usage["cache_read_input_tokens"] == 40
     text = "".join(
-        data["delta"]["text"] for name, data in events if data.get("delta", {}).get("type") == "text_delta"
+        data["delta"]["text"]
+        for name, data in events
+        if data.get("delta", {}).get("type") == "text_delta"
     )
     assert text == "Hello from the fake anthropic."
     tool_json = "".join(
@@ -594,14 +613,17 @@ def test_transcription_text_formats_and_unknown_audio(
         data={"model": "whisper-1", "response_format": "verbose_json"},
         headers=bearer(),
     ).json()
-    assert "duration" not in verbose and "usage" not in verbose
+    assert "duration" not in verbose
+    assert "usage" not in verbose
     srt = client.post(
         url, files=mp3, data={"model": "whisper-1", "response_format": "srt"}, headers=bearer()
     )
     assert srt.text.startswith("1\n00:00:00,000 --> ")
 
 
-@pytest.mark.parametrize(("audio_format", "content_type"), [("mp3", "audio/mpeg"), ("wav", "audio/wav")])
+@pytest.mark.parametrize(
+    ("audio_format", "content_type"), [("mp3", "audio/mpeg"), ("wav", "audio/wav")]
+)
 def test_speech_is_binary_audio(
     fake: FakeUpstream, client: httpx.Client, audio_format: str, content_type: str
 ) -> None:
@@ -622,7 +644,9 @@ def test_images_moderations_and_models(fake: FakeUpstream, client: httpx.Client)
         json={"model": "dall-e-3", "prompt": "a cat", "n": 2},
         headers=bearer(),
     ).json()
-    assert len(dalle["data"]) == 2 and "url" in dalle["data"][0] and "usage" not in dalle
+    assert len(dalle["data"]) == 2
+    assert "url" in dalle["data"][0]
+    assert "usage" not in dalle
     gpt_image = client.post(
         base + "/images/generations",
         json={"model": "gpt-image-1", "prompt": "a cat"},
@@ -643,9 +667,11 @@ def test_unknown_paths_answer_404_in_provider_shape(
 ) -> None:
     """Unknown or unsupported paths get a 404 shaped like the provider's errors."""
     nvidia = client.post(fake.base_url("nvidia") + "/nope", headers=bearer())
-    assert nvidia.status_code == 404 and nvidia.json()["title"] == "Not Found"
+    assert nvidia.status_code == 404
+    assert nvidia.json()["title"] == "Not Found"
     deepseek = client.post(fake.base_url("deepseek") + "/embeddings", json={}, headers=bearer())
-    assert deepseek.status_code == 404 and "error" in deepseek.json()
+    assert deepseek.status_code == 404
+    assert "error" in deepseek.json()
     google = client.get(fake.base_url("google") + "/nope", headers=bearer())
     assert google.json()[0]["error"]["status"] == "NOT_FOUND"
     stray = client.get(fake.url + "/elsewhere")
@@ -656,9 +682,7 @@ def test_unknown_paths_answer_404_in_provider_shape(
 # --- recording ---------------------------------------------------------------------------
 
 
-def test_requests_record_keys_headers_and_bodies(
-    fake: FakeUpstream, client: httpx.Client
-) -> None:
+def test_requests_record_keys_headers_and_bodies(fake: FakeUpstream, client: httpx.Client) -> None:
     """Each request is recorded in order with its key, lower-case headers, path and JSON."""
     client.post(chat_url(fake, "groq") + "?trace=1", json=CHAT, headers=bearer("gsk_tenant"))
     url = fake.base_url("anthropic") + "/v1/messages"
@@ -672,7 +696,8 @@ def test_requests_record_keys_headers_and_bodies(
     )
     assert groq.api_key == "gsk_tenant"
     assert groq.headers["authorization"] == "Bearer gsk_tenant"
-    assert groq.json == CHAT and json.loads(groq.body) == CHAT
+    assert groq.json == CHAT
+    assert json.loads(groq.body) == CHAT
     assert groq.content_type == "application/json"
     assert anthropic.api_key == "sk-ant-test-key"
     assert anthropic.path == "/v1/messages"
@@ -698,6 +723,7 @@ def test_parse_multipart_keeps_bytes_exact() -> None:
     )
     parts = parse_multipart(request.headers["content-type"], request.read())
     by_name = {part.name: part for part in parts}
-    assert by_name["file"].data == payload and by_name["file"].filename == "a.bin"
+    assert by_name["file"].data == payload
+    assert by_name["file"].filename == "a.bin"
     assert by_name["model"].text == "m"
     assert parse_multipart("application/json", b"{}") == []

@@ -109,8 +109,8 @@ class BYOKPlugin(InitPluginProtocol):
 
     ``Litestar(plugins=[BYOKPlugin()])`` is the Litestar form of
     ``app.add_middleware(BYOKMiddleware)``; the module docstring says how it routes and
-    authenticates. Subclasses
-    ``InitPluginProtocol`` (not 2.15's ``InitPlugin``) so that Litestar 2.10+ recognises it.
+    authenticates. It subclasses ``InitPluginProtocol`` rather than 2.15's ``InitPlugin`` so
+    that every Litestar 2.10+ recognises it.
 
     Args:
         config: settings; ``None`` reads ``BYOK_*`` environment variables when the app is built.
@@ -183,8 +183,10 @@ class BYOKPlugin(InitPluginProtocol):
         await self._gateway()._ensure_open()
 
     async def _close(self) -> None:
-        if self._middleware is not None:
-            await self._middleware.aclose()
+        # Dropped after closing: a later start-up (a new event loop) builds a fresh gateway.
+        middleware, self._middleware = self._middleware, None
+        if middleware is not None:
+            await middleware.aclose()
 
     def _mount(self, mount_path: str) -> ASGIRouteHandler:
         own_auth = self._identify is None

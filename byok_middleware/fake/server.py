@@ -145,8 +145,12 @@ class FakeUpstream:
         # and without it Nagle holds a stream's second small write for ~40 ms.
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
         self._bound_port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             build_app(self, self._journal),

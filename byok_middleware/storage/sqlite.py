@@ -220,8 +220,7 @@ class SQLiteStore:
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            yield await self._open_locked()
+        yield await self._open_locked()
 
     async def _fetch(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
         async with self._locked() as conn:
@@ -416,7 +415,7 @@ class SQLiteStore:
         _check_limit(limit)
         where, params = _window(tenant_id, since, None)
         rows = await self._fetch(
-            f"{_SELECT_USAGE} WHERE {where} ORDER BY seq DESC LIMIT ?",
+            f"{_SELECT_USAGE} WHERE {where} ORDER BY created_at DESC, seq DESC LIMIT ?",
             [*params, limit],
         )
         return [_decode(UsageRecord, row) for row in rows]
