@@ -114,6 +114,9 @@ class StoreContract:
         await store.create_tenant(tenant("acme", id="t2", at=T0 + timedelta(days=2)), "h2")
         assert [t.id for t in await store.list_tenants()] == ["t1", "t2"]
         assert await store.tenant_for_key_hash("h2") == "t2"
+        # Revoking at the very same instant as the first must still hit the second.
+        assert await store.revoke_tenant("acme", T0 + timedelta(days=1))
+        assert await store.tenant_for_key_hash("h2") is None
 
     async def test_duplicate_key_hash_stores_nothing(self, store: KeyStore) -> None:
         """A tenant whose gateway key hash exists is refused whole, the tenant row included."""

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from byok_middleware.fake.errors import openai_key_echo
@@ -277,6 +278,29 @@ def test_streamed_tool_call_uses_openai_delta_form(
     arguments = "".join(call["function"]["arguments"] for call in calls)
     assert json.loads(arguments) == {"city": "Paris"}
     assert json.loads(payloads[-2])["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_openai_sdk_talks_to_the_fake(fake: FakeUpstream) -> None:
+    """The official openai SDK parses the fake's chat, stream, base64 embeddings and errors."""
+    sdk = openai.OpenAI(api_key="sk-sdk-key", base_url=fake.base_url("openai"), max_retries=0)
+    messages: list[Any] = [{"role": "user", "content": "hi"}]
+    answer = sdk.chat.completions.create(model="gpt-4o", messages=messages)
+    assert answer.choices[0].message.content == "Hello from the fake openai."
+    stream = sdk.chat.completions.create(
+        model="gpt-4o", messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "Hello from the fake openai."
+    )
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == 120
+    embedding = sdk.embeddings.create(model="text-embedding-3-small", input="hello")
+    assert len(embedding.data[0].embedding) == 8
+    fake.script("openai", Scripted.invalid_key("openai"))
+    with pytest.raises(openai.AuthenticationError, match="provided: sk-sdk-key"):
+        sdk.chat.completions.create(model="gpt-4o", messages=messages)
+    sdk.close()
 
 
 # --- scripts -----------------------------------------------------------------------------

@@ -141,29 +141,9 @@ class FakeUpstream:
         """
         if self._thread is not None:
             raise RuntimeError("FakeUpstream is already running")
-        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP,
-        # and without it Nagle holds a stream's second small write for ~40 ms.
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = self._bind()
         self._bound_port = int(sock.getsockname()[1])
-        config = uvicorn.Config(
-            build_app(self, self._journal),
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            http="h11",
-            loop="asyncio",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
+        self._server = self._build_server()
         self._journal.closing.clear()
         self._failure = None
         name = f"byok-fake-upstream-{next(_THREAD_NUMBERS)}"
@@ -203,6 +183,33 @@ class FakeUpstream:
     def __repr__(self) -> str:
         state = self.url if self._bound_port is not None and self._thread else "stopped"
         return f"FakeUpstream({state})"
+
+    def _bind(self) -> socket.socket:
+        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP,
+        # and without it Nagle holds a stream's second small write for ~40 ms.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _build_server(self) -> uvicorn.Server:
+        config = uvicorn.Config(
+            build_app(self, self._journal),
+            log_config=None,  # leave the host's logging configuration alone
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http="h11",
+            loop="asyncio",
+            ws="none",
+            timeout_graceful_shutdown=2,
+        )
+        return uvicorn.Server(config)
 
     def _serve(self, sock: socket.socket) -> None:
         server = self._server

@@ -163,7 +163,8 @@ async def apply_migrations(conn: aiosqlite.Connection, migrations: Sequence[Migr
             current = migration.version
         await conn.execute("COMMIT")
     except BaseException:
-        await conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
         raise
     return int(current)
 
@@ -220,7 +221,8 @@ class SQLiteStore:
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
-        yield await self._open_locked()
+        async with self._lock:
+            yield await self._open_locked()
 
     async def _fetch(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
         async with self._locked() as conn:
@@ -256,7 +258,10 @@ class SQLiteStore:
         row = _encode_record(tenant, ("id", "name", "created_at", "revoked_at"))
         try:
             async with self._transaction() as conn:
-                await conn.execute("INSERT INTO tenants VALUES (?, ?, ?, ?)", row)
+                await conn.execute(
+                    "INSERT INTO tenants (id, name, created_at, revoked_at) VALUES (?, ?, ?, ?)",
+                    row,
+                )
                 await conn.execute(
                     "INSERT INTO gateway_keys (key_hash, tenant_id, created_at) VALUES (?, ?, ?)",
                     (key_hash, tenant.id, row[2]),
@@ -276,17 +281,18 @@ class SQLiteStore:
     async def revoke_tenant(self, name: str, when: datetime) -> bool:
         revoked = _ts(when, "when")
         async with self._transaction() as conn:
-            async with conn.execute(
-                "UPDATE tenants SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                (revoked, name),
-            ) as cursor:
-                if cursor.rowcount == 0:
-                    return False
             # The partial unique index allows at most one active tenant of this name.
+            sql = "SELECT id FROM tenants WHERE name = ? AND revoked_at IS NULL"
+            rows = list(await conn.execute_fetchall(sql, (name,)))
+            if not rows:
+                return False
+            tenant_id = rows[0]["id"]
             await conn.execute(
-                "UPDATE gateway_keys SET revoked_at = ? WHERE revoked_at IS NULL AND tenant_id = "
-                "(SELECT id FROM tenants WHERE name = ? AND revoked_at = ?)",
-                (revoked, name, revoked),
+                "UPDATE tenants SET revoked_at = ? WHERE id = ?", (revoked, tenant_id)
+            )
+            await conn.execute(
+                "UPDATE gateway_keys SET revoked_at = ? WHERE tenant_id = ? AND revoked_at IS NULL",
+                (revoked, tenant_id),
             )
         return True
 

@@ -1,0 +1,106 @@
+"""Gateway API keys and the batched usage ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from byok_middleware.identity import (
+    GatewayKeyIdentity,
+    create_tenant,
+    hash_gateway_key,
+    resolve_tenant,
+)
+from byok_middleware.proxy.ledger import Ledger
+from byok_middleware.storage import MemoryStore
+from byok_middleware.storage.base import UsageRecord
+
+
+def _scope(authorization: str | None) -> dict[str, object]:
+    headers = [(b"authorization", authorization.encode())] if authorization else []
+    return {"type": "http", "headers": headers}
+
+
+async def test_gateway_key_is_stored_only_as_its_hash() -> None:
+    """create_tenant returns the key once; the store knows only its SHA-256."""
+    store = MemoryStore()
+    await store.open()
+    tenant, key = await create_tenant(store, "acme")
+    assert key.startswith("byok_") and len(key) > 40
+    assert await store.tenant_for_key_hash(hash_gateway_key(key)) == tenant.id
+    assert key not in repr(store.__dict__)
+
+
+async def test_identity_accepts_only_bearer_gateway_keys() -> None:
+    """Right key: the tenant; anything else: None."""
+    store = MemoryStore()
+    await store.open()
+    tenant, key = await create_tenant(store, "acme")
+    identity = GatewayKeyIdentity(store)
+    assert await identity(_scope(f"Bearer {key}")) == tenant.id
+    for header in (None, key, f"Basic {key}", "Bearer ", "Bearer byok_wrong", f"Bearer {key}x"):
+        assert await identity(_scope(header)) is None
+
+
+async def test_revocation_is_seen_after_the_cache_ttl() -> None:
+    """A revoked key keeps working only until its cached lookup expires."""
+    now = [0.0]
+    store = MemoryStore()
+    await store.open()
+    tenant, key = await create_tenant(store, "acme")
+    identity = GatewayKeyIdentity(store, ttl=10, monotonic=lambda: now[0])
+    assert await identity(_scope(f"Bearer {key}")) == tenant.id
+    await store.revoke_tenant("acme", datetime.now(UTC))
+    now[0] = 11.0
+    assert await identity(_scope(f"Bearer {key}")) is None
+
+
+async def test_resolve_tenant_takes_sync_and_async_callables() -> None:
+    """identify= may be a plain function or a coroutine function."""
+
+    async def async_identify(scope: object) -> str:
+        return "t-async"
+
+    assert await resolve_tenant(lambda scope: "t-sync", {}) == "t-sync"
+    assert await resolve_tenant(async_identify, {}) == "t-async"
+    assert await resolve_tenant(lambda scope: "", {}) is None
+
+
+def _row(request_id: str) -> UsageRecord:
+    return UsageRecord(
+        request_id=request_id, tenant_id="t", key_id=None, provider="openai", model="gpt-4o",
+        endpoint="/chat/completions", attribution="xantly", prompt_tokens=1, completion_tokens=1,
+        cached_tokens=0, cost_usd=Decimal("0.1"), status_code=200, latency_ms=1.0,
+        created_at=datetime.now(UTC),
+    )
+
+
+async def test_ledger_batches_off_the_request_path_and_flushes_on_close() -> None:
+    """record() never awaits; close() writes every queued row exactly once."""
+    store = MemoryStore()
+    await store.open()
+    ledger = Ledger(store, interval=60, batch=1000)
+    ledger.start()
+    for index in range(250):
+        ledger.record(_row(f"r{index}"))
+    assert await store.list_usage("t") == []  # nothing written on the request path
+    await ledger.close()
+    rows = await store.list_usage("t", limit=1000)
+    assert len(rows) == 250
+    totals = await store.usage_totals("t")
+    assert totals[0].cost_usd == Decimal("25.0")
+
+
+async def test_ledger_writes_in_the_background() -> None:
+    """Rows reach the store within the flush interval without a close."""
+    store = MemoryStore()
+    await store.open()
+    ledger = Ledger(store, interval=0.05)
+    ledger.record(_row("bg"))
+    for _ in range(100):
+        if await store.list_usage("t"):
+            break
+        await asyncio.sleep(0.02)
+    assert len(await store.list_usage("t")) == 1
+    await ledger.close()

@@ -1,0 +1,76 @@
+"""SSE framing on bytes: split anywhere, pass through byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from byok_middleware.proxy.sse import SSESplitter, encode_event, parse_event
+from byok_middleware.proxy.stream import _has_usage, _is_error
+
+STREAM = (
+    b'data: {"a":1}\n\n'
+    b": keep-alive\n\n"
+    b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n"
+    b'data: {"b":2}\r\n\r\n'
+    b"data: line1\ndata: line2\n\n"
+    b"data: [DONE]\n\n"
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 16, 1000])
+def test_events_survive_any_chunking(size: int) -> None:
+    """However the bytes are cut, the same raw events come out, in order and unchanged."""
+    splitter = SSESplitter()
+    events: list[bytes] = []
+    for start in range(0, len(STREAM), size):
+        events.extend(splitter.feed(STREAM[start : start + size]))
+    assert b"".join(events) == STREAM
+    assert splitter.flush() == b""
+    assert len(events) == 6
+
+
+def test_parse_event_fields() -> None:
+    """Names, joined data lines, comments and CRLF."""
+    named = parse_event(b'event: ping\ndata: {"type": "ping"}\n\n')
+    assert named is not None and (named.event, named.data) == ("ping", b'{"type": "ping"}')
+    multi = parse_event(b"data: line1\ndata: line2\n\n")
+    assert multi is not None and multi.data == b"line1\nline2"
+    crlf = parse_event(b"data: x\r\n\r\n")
+    assert crlf is not None and crlf.data == b"x"
+    assert parse_event(b": keep-alive\n\n") is None
+    assert parse_event(b"\n\n") is None
+
+
+def test_unterminated_tail_is_kept_until_flush() -> None:
+    """A partial event waits for its end; flush hands it back."""
+    splitter = SSESplitter()
+    assert splitter.feed(b"data: partial") == []
+    assert splitter.flush() == b"data: partial"
+
+
+def test_encode_event_round_trips() -> None:
+    """encode_event produces what parse_event reads."""
+    event = parse_event(encode_event(b'{"x":1}', "message_delta"))
+    assert event is not None and (event.event, event.data) == ("message_delta", b'{"x":1}')
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'{"choices":[],"usage":{"prompt_tokens":1}}', True),
+        (b'{"choices":[],"usage": {"prompt_tokens":1}}', True),
+        (b'{"choices":[{"delta":{}}],"usage":null}', False),
+        (b'{"choices":[{"delta":{}}],"usage": null}', False),
+        (b'{"choices":[{"delta":{"content":"x"}}]}', False),
+    ],
+)
+def test_usage_byte_check(data: bytes, expected: bool) -> None:
+    """Only chunks with a non-null usage are parsed."""
+    assert _has_usage(data) is expected
+
+
+def test_error_byte_check() -> None:
+    """A top-level error object is recognised; content mentioning 'error' deep inside is not."""
+    assert _is_error(b'{"error":{"message":"x"}}')
+    assert not _is_error(b'{"id":"c","object":"chat.completion.chunk","choices":[{"delta":'
+                         b'{"content":"\\"error\\""}}]}')
