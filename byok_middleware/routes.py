@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from byok_middleware.asgi import json_body
+from byok_middleware.dashboard import handle_dashboard
 from byok_middleware.errors import BYOKError
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.keys.routes import handle_providers, handle_usage
@@ -73,4 +74,5 @@ def build_router() -> Router:
         Route({"GET": _providers, "PUT": _providers, "PATCH": _providers, "DELETE": _providers}),
     )
     router.add("/byok/usage", Route({"GET": _usage}))
+    router.add("/byok/dashboard", Route({"GET": handle_dashboard}, authenticated=False))
     return router

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from byok_middleware.errors import ConfigurationError
 
-__all__ = ["SQLITE_MIGRATIONS", "Migration", "latest_version", "pending"]
+__all__ = ["POSTGRES_MIGRATIONS", "SQLITE_MIGRATIONS", "Migration", "latest_version", "pending"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,84 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
                 created_at          TEXT NOT NULL,
                 attempts            INTEGER NOT NULL,
                 cache_hit           INTEGER NOT NULL CHECK (cache_hit IN (0, 1)),
+                error_type          TEXT
+            )
+            """,
+            "CREATE INDEX usage_tenant_time ON usage (tenant_id, created_at)",
+            "CREATE INDEX usage_key_time ON usage (key_id, created_at)",
+        ),
+    ),
+)
+
+
+# PostgreSQL: times are timestamptz, money NUMERIC (exact, any scale), booleans BOOLEAN, envelopes
+# BYTEA. Text that is ordered or grouped on is COLLATE "C", so its order is the same byte order as
+# SQLite's and Python's whatever locale the cluster was created with.
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="tenants, gateway keys, provider keys and the usage ledger",
+        statements=(
+            """
+            CREATE TABLE tenants (
+                id          TEXT COLLATE "C" PRIMARY KEY,
+                name        TEXT COLLATE "C" NOT NULL,
+                created_at  TIMESTAMPTZ NOT NULL,
+                revoked_at  TIMESTAMPTZ
+            )
+            """,
+            "CREATE UNIQUE INDEX tenants_active_name ON tenants (name) WHERE revoked_at IS NULL",
+            """
+            CREATE TABLE gateway_keys (
+                key_hash    TEXT PRIMARY KEY,
+                tenant_id   TEXT COLLATE "C" NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+                created_at  TIMESTAMPTZ NOT NULL,
+                revoked_at  TIMESTAMPTZ
+            )
+            """,
+            "CREATE INDEX gateway_keys_tenant ON gateway_keys (tenant_id)",
+            """
+            CREATE TABLE provider_keys (
+                id                  TEXT COLLATE "C" PRIMARY KEY,
+                tenant_id           TEXT COLLATE "C" NOT NULL,
+                provider            TEXT COLLATE "C" NOT NULL,
+                ciphertext          BYTEA NOT NULL,
+                is_active           BOOLEAN NOT NULL,
+                priority            INTEGER NOT NULL,
+                label               TEXT,
+                always_use          BOOLEAN NOT NULL,
+                status              TEXT NOT NULL,
+                created_at          TIMESTAMPTZ NOT NULL,
+                updated_at          TIMESTAMPTZ NOT NULL,
+                last_used_at        TIMESTAMPTZ,
+                last_error          TEXT,
+                cooldown_until      TIMESTAMPTZ,
+                rpm                 INTEGER,
+                tpm                 INTEGER,
+                monthly_budget_usd  NUMERIC
+            )
+            """,
+            "CREATE INDEX provider_keys_tenant ON provider_keys (tenant_id, provider, priority)",
+            # ``seq`` orders rows written in the same microsecond by insertion.
+            """
+            CREATE TABLE usage (
+                seq                 BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                request_id          TEXT NOT NULL UNIQUE,
+                tenant_id           TEXT COLLATE "C" NOT NULL,
+                key_id              TEXT COLLATE "C",
+                provider            TEXT COLLATE "C" NOT NULL,
+                model               TEXT COLLATE "C" NOT NULL,
+                endpoint            TEXT NOT NULL,
+                attribution         TEXT COLLATE "C" NOT NULL,
+                prompt_tokens       BIGINT NOT NULL,
+                completion_tokens   BIGINT NOT NULL,
+                cached_tokens       BIGINT NOT NULL,
+                cost_usd            NUMERIC,
+                status_code         INTEGER NOT NULL,
+                latency_ms          DOUBLE PRECISION NOT NULL,
+                created_at          TIMESTAMPTZ NOT NULL,
+                attempts            INTEGER NOT NULL,
+                cache_hit           BOOLEAN NOT NULL,
                 error_type          TEXT
             )
             """,
