@@ -34,7 +34,8 @@ services-stop:
 	bash scripts/test-services.sh stop
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	@command -v wrk >/dev/null || { echo 'make bench needs wrk: apt-get install -y wrk'; exit 1; }
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,8 +2,8 @@
 
 ``POST .../chat/completions`` answers plain JSON with usage, or (``"stream": true``) SSE with 20
 chunks, a usage chunk and ``[DONE]``. A per-chunk delay comes from the ``x-mock-chunk-delay-ms``
-header, the ``delay_ms`` query parameter or a ``"mock_chunk_delay_ms"`` body field (body fields reach
-the mock through every target). With a delay, each content chunk carries its send time
+header, the ``delay_ms`` query parameter or a ``"mock_chunk_delay_ms"`` body field (body fields
+reach the mock through every target). With a delay, each content chunk carries its send time
 (``time.monotonic_ns()``, system-wide) as its text, so a client can tell upstream spacing from the
 delay a proxy adds.
 
@@ -17,6 +17,7 @@ import asyncio
 import json
 import re
 import time
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
@@ -92,7 +93,9 @@ _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
     b"transfer-encoding: chunked\r\n\r\n"
 )
-_NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+_NOT_FOUND = (
+    b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+)
 _OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
 
@@ -120,8 +123,7 @@ class MockProtocol(asyncio.Protocol):
         self.busy: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from byok_middleware.errors import BYOKError, InvalidRequest, PayloadTooLarge
 
 __all__ = [
+    "MAX_HEADER_BYTES",
     "ASGIApp",
     "Message",
     "Receive",
     "Scope",
     "Send",
+    "check_header_size",
     "header",
     "json_body",
     "parse_json_object",
@@ -29,6 +32,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_JSON_DEPTH = 64
+# Servers differ (h11 stops near 16 KiB, httptools accepts megabytes): the gateway sets its own.
+MAX_HEADER_BYTES = 32 * 1024
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -37,6 +42,17 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def check_header_size(scope: Scope, limit: int = MAX_HEADER_BYTES) -> None:
+    """Refuse request headers larger than ``limit`` bytes in total with a 431."""
+    size = sum(len(key) + len(value) for key, value in scope.get("headers", ()))
+    if size > limit:
+        raise InvalidRequest(
+            f"the request headers exceed the limit of {limit} bytes",
+            code="request_headers_too_large",
+            status_code=431,
+        )
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -71,6 +87,19 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+# JSON may escape a lone UTF-16 surrogate ("\\ud800"), which no UTF-8 text (upstream bodies,
+# the database) can hold; only bodies that contain such an escape pay for the full check.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Parse a request body that must be a JSON object (400 otherwise)."""
     if not raw:
@@ -81,6 +110,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("the request body is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
+        raise InvalidRequest("the request body contains an unpaired UTF-16 surrogate escape")
     if _depth(value) > MAX_JSON_DEPTH:
         raise InvalidRequest(f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
     return value

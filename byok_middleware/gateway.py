@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -13,20 +13,26 @@ import httpx
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.config import BYOKConfig
 from byok_middleware.crypto import SecretStr
-from byok_middleware.errors import BYOKError, NoProviderKey, UpstreamUnavailable
+from byok_middleware.errors import BYOKError, ConfigurationError
 from byok_middleware.identity import GatewayKeyIdentity, Identify
 from byok_middleware.keys.service import KeyService
 from byok_middleware.pricing import GenaiPrices, PriceSource, Usage
+from byok_middleware.providers.specs import PROVIDERS
+from byok_middleware.proxy.failover import attempt_candidates
+from byok_middleware.proxy.health import HealthRecorder
 from byok_middleware.proxy.ledger import Ledger
-from byok_middleware.proxy.routing import RoutePlan, plan_route
-from byok_middleware.proxy.upstream import (
-    RETRYABLE_STATUSES,
-    Candidate,
-    auth_headers,
-    normalize_error,
-    upstream_url,
+from byok_middleware.proxy.limits import LimitTracker
+from byok_middleware.proxy.models import ModelCatalogue, ModelRoute, resolve_routes
+from byok_middleware.proxy.routing import (
+    ProviderOption,
+    RoutePlan,
+    RoutePolicy,
+    no_candidate_error,
+    plan_candidates,
 )
+from byok_middleware.proxy.upstream import Candidate
 from byok_middleware.redaction import Redactor
+from byok_middleware.shared import EVERY_TENANT
 from byok_middleware.state import Counters, InvalidationBus, LocalBus, MemoryCounters
 from byok_middleware.storage import KeyStore, store_from_url
 from byok_middleware.storage.base import UsageRecord
@@ -35,8 +41,11 @@ __all__ = ["Call", "Forwarded", "Gateway", "default_transport"]
 
 logger = logging.getLogger("byok_middleware.gateway")
 
-BuildRequest = Callable[[Candidate], tuple[bytes, dict[str, str]]]
-"""Builds the upstream body and headers for one candidate (auth headers are added after)."""
+BuildRequest = Callable[[Candidate], tuple[bytes | AsyncIterable[bytes], dict[str, str]]]
+"""Builds the upstream body and headers for one candidate (auth headers are added after).
+
+The body may be an async iterable (a multipart upload streamed from memory); ``build`` is called
+once per candidate, so it must return a fresh iterable each time."""
 
 
 def default_transport() -> httpx.AsyncBaseTransport:
@@ -44,6 +53,28 @@ def default_transport() -> httpx.AsyncBaseTransport:
     from httpx_aiohttp import AiohttpTransport
 
     return AiohttpTransport(limits=httpx.Limits(max_connections=512, keepalive_expiry=30))
+
+
+def _shared_state(
+    config: BYOKConfig, bus: InvalidationBus | None, counters: Counters | None
+) -> tuple[InvalidationBus, Counters]:
+    """The injected bus and counters; else Redis ones if ``config.redis_url``; else in-process."""
+    if config.redis_url and (bus is None or counters is None):
+        try:
+            # Imported here so that single-replica users need no redis-py.
+            from byok_middleware.shared.redis_bus import RedisBus
+            from byok_middleware.shared.redis_counters import RedisCounters
+        except ImportError as exc:
+            raise ConfigurationError(
+                "BYOK_REDIS_URL is set but redis-py is not installed; install it with "
+                "`pip install 'byok_middleware[redis]'`"
+            ) from exc
+        bus = bus if bus is not None else RedisBus(config.redis_url)
+        counters = counters if counters is not None else RedisCounters(config.redis_url)
+    return (
+        bus if bus is not None else LocalBus(),
+        counters if counters is not None else MemoryCounters(),
+    )
 
 
 @dataclass(slots=True)
@@ -58,6 +89,9 @@ class Call:
     model: str = ""
     attempts: int = 0
     redactor: Redactor = field(default_factory=Redactor)
+    # Every provider that may serve the call (a bare model name may have several); empty means
+    # just (provider, model). ``forward`` sets provider and model to the one that served.
+    routes: tuple[ModelRoute, ...] = ()
 
 
 @dataclass(slots=True)
@@ -101,13 +135,16 @@ class Gateway:
             identify = self.gateway_keys
         self.identify: Identify = identify
         self.ledger = Ledger(self.store)
-        self.bus: InvalidationBus = bus if bus is not None else LocalBus()
-        self.counters: Counters = counters if counters is not None else MemoryCounters()
+        self.bus, self.counters = _shared_state(config, bus, counters)
         self.keys.on_change(self.bus.publish)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self.platform_keys = {p: SecretStr(k) for p, k in config.platform_keys.items()}
         self.platform_redactor = Redactor(config.platform_keys.values())
+        self.catalogue = ModelCatalogue(self.prices)
+        self.health = HealthRecorder(self.keys, self.store, clock)
+        self.limits = LimitTracker(self.counters, self.store, clock)
+        self._turn = 0  # round-robin over keys of equal price and priority
 
     def __repr__(self) -> str:
         return f"Gateway(prefix={self.config.prefix!r}, store={type(self.store).__name__})"
@@ -119,8 +156,13 @@ class Gateway:
         return self._client
 
     async def open(self) -> None:
+        # Both raise ConfigurationError naming the unreachable server (URL without password).
         await self.store.open()
-        await self.bus.start(self._on_invalidation)
+        try:
+            await self.bus.start(self._on_invalidation)
+        except BaseException:
+            await self.store.close()
+            raise
         timeout = httpx.Timeout(self.config.upstream_timeout, connect=self.config.connect_timeout)
         self._client = httpx.AsyncClient(
             transport=self._transport if self._transport is not None else default_transport(),
@@ -132,9 +174,17 @@ class Gateway:
 
     def _on_invalidation(self, tenant_id: str) -> None:
         # Another replica (or this one) changed the tenant's keys: reload them on next use.
-        self.keys.invalidate(tenant_id)
+        if tenant_id != EVERY_TENANT:
+            self.keys.invalidate(tenant_id)
+            return
+        # The bus reconnected and may have missed changes, or gateway keys were revoked.
+        self.keys.invalidate()
+        if self.gateway_keys is not None:
+            self.gateway_keys.forget()
 
     async def close(self) -> None:
+        await self.health.flush()
+        await self.limits.flush()
         await self.ledger.close()
         await self.bus.close()
         await self.counters.close()
@@ -146,26 +196,46 @@ class Gateway:
     def redactor_for(self, candidate: Candidate) -> Redactor:
         return Redactor([candidate.secret.reveal(), *self.config.platform_keys.values()])
 
-    async def plan(self, tenant_id: str, provider: str) -> RoutePlan:
-        keys = await self.keys.keys_for(tenant_id, provider)
-        return plan_route(
-            provider,
-            keys,
-            platform_key=self.platform_keys.get(provider),
-            allow_platform_fallback=self.config.allow_platform_fallback,
-            platform_attribution=self.config.platform_attribution,
+    def route_model(self, call: Call, model: object) -> None:
+        """Resolve ``model`` onto ``call``: ``provider/model``, or a bare name through the
+        catalogue (every provider serving it, cheapest first). Raises ``InvalidRequest`` (400)."""
+        routes = resolve_routes(model, self.catalogue, when=self.clock())
+        # One wire format per call: the handler builds the body for it (cheapest provider's).
+        wire = PROVIDERS[routes[0].provider].wire
+        routes = tuple(r for r in routes if PROVIDERS[r.provider].wire is wire)
+        call.routes = routes
+        call.provider, call.model = routes[0].provider, routes[0].model
+
+    async def plan(
+        self, tenant_id: str, routes: str | Sequence[ModelRoute], *, advance: bool = True
+    ) -> RoutePlan:
+        """The candidates for a call now (no I/O but the cached keys and the limit counters).
+
+        ``advance`` moves the round-robin on; a dry run leaves it where the next request finds it.
+        """
+        if isinstance(routes, str):
+            routes = (ModelRoute(routes, ""),)
+        options: list[ProviderOption] = []
+        for route in routes:
+            keys = await self.keys.keys_for(tenant_id, route.provider)
+            options.append(ProviderOption(route, keys, self.platform_keys.get(route.provider)))
+        usage = await self.limits.usage(k.record for o in options for k in o.keys)
+        turn = self._turn
+        if advance:
+            self._turn = (self._turn + 1) % 1_000_000_007
+        return plan_candidates(
+            options,
+            policy=RoutePolicy(
+                self.config.allow_platform_fallback, self.config.platform_attribution
+            ),
+            usage=usage,
             now=self.clock(),
+            turn=turn,
         )
 
-    def no_key_error(self, plan: RoutePlan) -> NoProviderKey:
-        provider = plan.provider
-        why = f" ({plan.platform_reason})" if plan.platform_reason else ""
-        return NoProviderKey(
-            f"No {provider} key is available for this tenant{why}. Register one with "
-            f'POST {self.config.prefix}/byok/providers {{"provider": "{provider}", '
-            '"api_key": "..."}',
-            param="model",
-        )
+    def no_key_error(self, plan: RoutePlan) -> BYOKError:
+        """The error for a plan without candidates: 429 naming the limits, else 400."""
+        return no_candidate_error(plan, prefix=self.config.prefix, now=self.clock())
 
     async def forward(
         self,
@@ -174,54 +244,23 @@ class Gateway:
         path: str,
         build: BuildRequest,
         method: str = "POST",
+        stream: bool = False,
     ) -> Forwarded:
-        """Send the call to the first candidate that answers 2xx, failing over on retryable errors.
+        """Send the call to the first candidate that answers 2xx, failing over on retryable errors
+        (table in ``proxy/failover.py``); keys' health is updated on the way.
 
-        Raises the last candidate's error (OpenAI-shaped, redacted) when none succeeds.
+        With ``stream`` a 2xx counts only once its first SSE event arrived, so a stream that
+        dies before it still fails over. Sets ``call.provider``/``call.model``/``call.attempts``
+        to the serving candidate. Raises a 429 (``RateLimited``) or 400 when no candidate is
+        usable, else the last candidate's error (OpenAI-shaped, redacted) when none succeeds.
         """
-        plan = await self.plan(call.tenant_id, call.provider)
+        routes = call.routes or (ModelRoute(call.provider, call.model),)
+        plan = await self.plan(call.tenant_id, routes)
         if not plan.candidates:
             raise self.no_key_error(plan)
-        base = self.config.base_url(call.provider)
-        url = upstream_url(base, call.provider, path)
-        last_error: BYOKError | None = None
-        for candidate in plan.candidates:
-            call.attempts += 1
-            call.redactor = self.redactor_for(candidate)
-            content, headers = build(candidate)
-            headers.update(auth_headers(call.provider, candidate.secret))
-            request = self.client.build_request(method, url, content=content, headers=headers)
-            try:
-                response = await self.client.send(request, stream=True)
-            except httpx.TimeoutException:
-                last_error = UpstreamUnavailable(
-                    f"{call.provider} did not answer in time", status_code=504, code="timeout"
-                )
-                continue
-            except httpx.TransportError:
-                last_error = UpstreamUnavailable(f"{call.provider} could not be reached")
-                continue
-            if response.status_code < 400:
-                return Forwarded(response, candidate)
-            try:
-                body = await response.aread()
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await response.aclose()
-            last_error = normalize_error(
-                call.provider,
-                response.status_code,
-                body,
-                redactor=call.redactor,
-                attribution=candidate.attribution,
-                retry_after=response.headers.get("retry-after"),
-            )
-            if response.status_code not in RETRYABLE_STATUSES:
-                break
-        if last_error is None:  # pragma: no cover - plan.candidates is non-empty
-            raise RuntimeError("no attempt was made")
-        raise last_error
+        return await attempt_candidates(
+            self, call, plan, path=path, build=build, method=method, stream=stream
+        )
 
     def cost(self, call: Call, usage: Usage | None) -> Decimal | None:
         if usage is None:
@@ -238,8 +277,11 @@ class Gateway:
         status_code: int,
         error_type: str | None = None,
     ) -> None:
-        """Queue the ledger row of a finished call (never awaits)."""
+        """Queue the ledger row of a finished call (never awaits); feeds tpm and budgets."""
         loop = asyncio.get_running_loop()
+        if candidate is not None and usage is not None:
+            tokens = usage.prompt_tokens + usage.completion_tokens
+            self.limits.finished(candidate.record, tokens, cost)
         self.ledger.record(
             UsageRecord(
                 request_id=call.request_id,

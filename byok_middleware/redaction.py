@@ -1,19 +1,37 @@
 """One redaction layer for every outbound text: client error bodies, log records, ledger fields.
 
-Two nets, both applied: the exact secrets the gateway knows about (the tenant's key for this call,
-the platform keys) with the recognisable parts providers echo back (OpenAI's prefix + last four,
-DeepSeek's ``****`` + last four), and patterns of well-known key formats, so that a key the
-gateway does not know (another tenant's echoed by a misbehaving upstream) is caught as well.
+Three nets, all applied, in this order:
+
+1. the exact secrets the caller knows about (the tenant's key for this call, the platform keys)
+   and the parts of them providers echo back (OpenAI's first eight and last four characters);
+2. the *context* of an echo, whatever the key looks like: the value after OpenAI's "Incorrect API
+   key provided:" (which repeats short or malformed keys in full), Gemini's DebugInfo "Invalid API
+   key:", DeepSeek's "Your api key:", ``api_key=`` / ``"api_key": "..."`` and credential headers;
+3. the shapes of well-known key formats (``sk-``, ``sk-proj-``, ``sk-ant-``, ``gsk_``, ``nvapi-``,
+   ``AIza``, our ``byok_`` gateway keys, DeepSeek's ``****`` + last four, bearer credentials and
+   ``?key=`` in URLs), so a key the gateway does not know (another tenant's, echoed by a
+   misbehaving upstream) is caught as well.
+
+Log records are redacted by :class:`RedactingFilter` on the loggers that can carry a key (ours
+and the HTTP stack's, see :func:`install_log_redaction` for why filters and not a record factory).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+import traceback
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "RedactingFilter", "Redactor", "redact"]
+__all__ = [
+    "COVERED_LOGGERS",
+    "REDACTED",
+    "RedactingFilter",
+    "Redactor",
+    "install_log_redaction",
+    "redact",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -26,8 +44,24 @@ _KEY_PATTERNS = re.compile(
     | AIza[A-Za-z0-9_\-]{20,}            # Google
     | byok_[A-Za-z0-9_\-]{16,}           # our own gateway keys
     | \*{4}[A-Za-z0-9]{4}\b              # DeepSeek's "****d569"
-    | (?<=[?&]key=)[^&\s"']+             # keys in query strings
+    | (?<=[?&]key=)[^&\s"'#]+            # keys in query strings (Gemini native ?key=)
     | (?i:bearer)\s+[A-Za-z0-9_\-.~+/=]{8,}  # any bearer credential
+    """,
+    re.VERBOSE,
+)
+
+# An echo's context: group 1 is kept, the value after it is replaced, whatever its shape. The value
+# ends at whitespace, a quote or a comma, and a sentence's final period is left alone ("kk.").
+_ECHO_CONTEXT = re.compile(
+    r"""
+    (
+      (?i:incorrect\ api\ key\ provided|invalid\ api\ key|your\ api\ key
+         |x-api-key|x-goog-api-key|authorization)\s*[:=]\s*(?i:(?:bearer|basic)\s+)?
+      | (?i:api[_-]?key|access[_-]?token)(?:=|"\s*:\s*")  # api_key=... or "api_key": "..."
+    )
+    (?!\[REDACTED\])
+    ([^\s"',;<>]+?)
+    (?=\.?(?:[\s"',;<>]|$))
     """,
     re.VERBOSE,
 )
@@ -44,104 +78,196 @@ def _fragments(secret: str) -> Iterable[str]:
         yield secret[-4:]
 
 
-class Redactor:
-    """Removes known secrets and key-shaped tokens from text."""
+def _alternation(parts: Iterable[str]) -> re.Pattern[str] | None:
+    # Longest first, so that at one position the whole secret wins over a prefix of it.
+    ordered = sorted(parts, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
-    __slots__ = ("_exact",)
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        elif end > start:
+            merged.append((start, end))
+    return merged
+
+
+class Redactor:
+    """Removes known secrets, echoed keys and key-shaped tokens from text.
+
+    ``repr`` never shows the secrets. Redacting redacted text changes nothing (the log filter
+    relies on that to tell whether a rendered message still carries a secret).
+    """
+
+    __slots__ = ("_exact", "_fragments")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        parts = {
-            part
-            for secret in secrets
-            if secret and len(secret) >= MIN_SECRET_LENGTH
-            for part in _fragments(secret)
-        }
-        # Longest first, so a full key is replaced before its fragments.
-        ordered = sorted(parts, key=len, reverse=True)
-        self._exact = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        whole = {secret for secret in secrets if secret and len(secret) >= MIN_SECRET_LENGTH}
+        parts = {part for secret in whole for part in _fragments(secret)} - whole
+        self._exact = _alternation(whole)
+        self._fragments = _alternation(parts)
 
     def __repr__(self) -> str:
         return "Redactor(<secrets hidden>)"
 
     def __call__(self, text: str) -> str:
-        if self._exact is not None:
-            text = self._exact.sub(REDACTED, text)
-        return _KEY_PATTERNS.sub(REDACTED, text)
+        # Every net looks at the original text and the union of what they find is replaced:
+        # replacing one net's finds first could break another's (a fragment "sk-canar" taken out
+        # of a key the pattern would have caught whole leaves the rest of that key behind).
+        spans = [m.span() for m in _KEY_PATTERNS.finditer(text)]
+        spans += [m.span(2) for m in _ECHO_CONTEXT.finditer(text)]
+        for pattern in (self._exact, self._fragments):
+            if pattern is not None:
+                spans += [m.span() for m in pattern.finditer(text)]
+        if not spans:
+            return text
+        out, position = [], 0
+        for start, end in _merged(spans):
+            out += [text[position:start], REDACTED]
+            position = end
+        out.append(text[position:])
+        return "".join(out)
 
     def value(self, value: Any) -> Any:
-        """Redact every string inside a JSON-like value (dicts, lists, strings)."""
+        """Redact every string inside a JSON-like value (dict keys and values, lists, strings)."""
         if isinstance(value, str):
             return self(value)
         if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
-        if isinstance(value, list):
+            return {self.value(k): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Redact ``text`` against ``secrets`` and the well-known key patterns."""
+    """Redact ``text`` against ``secrets``, echo contexts and the well-known key patterns."""
     return Redactor(secrets)(text)
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that rewrites every record's message through a redactor.
+_PLAIN = (int, float, bool, type(None))
 
-    Installed by the middleware on its own loggers and on httpx/httpcore's, so a key that slips
-    into a log call's arguments (or an exception's text) is removed before any handler sees it.
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts a record before any handler sees it.
+
+    The message arguments are redacted one by one, keeping their positions, so formatters that
+    read ``record.args`` (uvicorn's access log) still work; if the rendered message would still
+    carry a secret (one split across arguments, or in a non-string argument's ``repr``), the
+    record falls back to the redacted rendered text without arguments. An exception is rendered
+    now, redacted, into ``exc_text``, and ``exc_info`` is dropped, so no handler (Sentry-like ones
+    included) can render the original exception, its message or its frames' locals.
     """
 
     def __init__(self, redactor: Redactor | None = None) -> None:
         super().__init__()
         self.redactor = redactor or Redactor()
 
+    def __repr__(self) -> str:
+        return "RedactingFilter()"
+
+    def _arg(self, value: Any) -> Any:
+        if isinstance(value, _PLAIN):
+            return value  # keeps %d and %.2f working
+        if isinstance(value, str):
+            return self.redactor(value)
+        text = repr(value)
+        return value if self.redactor(text) == text else self.redactor(text)
+
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            message = str(record.msg)
-        cleaned = self.redactor(message)
+        original = _render(record)
+        if isinstance(record.msg, str):
+            record.msg = self.redactor(record.msg)
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(self._arg(a) for a in args)
+        elif isinstance(args, Mapping):
+            record.args = {k: self._arg(v) for k, v in args.items()}
+        rendered = _render(record)
+        if not isinstance(record.msg, str) or self.redactor(rendered) != rendered:
+            record.msg, record.args = self.redactor(original), None
         if record.exc_info and record.exc_info[1] is not None:
-            # Render the traceback now, redacted, and stop handlers from rendering it again.
-            formatted = logging.Formatter().formatException(record.exc_info)
-            cleaned += "\n" + self.redactor(formatted)
+            text = "".join(traceback.format_exception(record.exc_info[1]))
+            record.exc_text = self.redactor(text.rstrip("\n"))
             record.exc_info = None
-            record.exc_text = None
-        record.msg, record.args = cleaned, None
+        elif record.exc_text:
+            record.exc_text = self.redactor(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
         return True
 
 
-_LOGGERS = (
+def _render(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 -- a broken format string must not stop redaction
+        return str(record.msg)
+
+
+COVERED_LOGGERS = (
     "byok_middleware",
     "httpx",
+    "httpx2",
     "httpcore",
     "httpcore.connection",
     "httpcore.http11",
     "httpcore.http2",
     "httpcore.proxy",
+    "httpcore.socks",
+    "hpack",
+    "hpack.hpack",
+    "hpack.table",
+    "h2",
     "aiohttp",
+    "aiohttp.access",
     "aiohttp.client",
     "aiohttp.internal",
+    "aiohttp.server",
+    "aiohttp.web",
+    "aiohttp.websocket",
+    "aiosqlite",
+    "asyncpg",
+    "redis",
     "asyncio",
+    "concurrent.futures",
     "uvicorn",
     "uvicorn.error",
     "uvicorn.access",
+    "uvicorn.asgi",
 )
+"""Loggers that can carry a key: ours, the HTTP stack's (clients and servers), the database
+drivers', and asyncio's ("Task exception was never retrieved" prints an exception)."""
+
+_COVERED_ROOTS = tuple(name for name in COVERED_LOGGERS if "." not in name and name != "concurrent")
 
 
 def install_log_redaction(secrets: Iterable[str] = ()) -> RedactingFilter:
-    """Attach one ``RedactingFilter`` to our loggers and those of the HTTP stack (idempotent).
+    """Attach one ``RedactingFilter`` to every logger that can carry a key (idempotent).
 
-    A logger's filters see only records created on that very logger (not its children's), so the
-    filter goes on each named logger of the HTTP stack and on every ``byok_middleware.*`` logger.
+    A logger's filters see only records created on that very logger, not its children's. So the
+    filter goes on each logger of :data:`COVERED_LOGGERS` and on every existing logger below those
+    roots (``byok_middleware.keys``, ...). ``logging.getLogger`` returns one object per name, so a
+    library imported later that asks for ``httpcore.http11`` gets the filtered logger.
+
+    Why not ``logging.setLogRecordFactory``: the factory is process-wide, so it would rewrite the
+    host app's own records too, and the last library to set it wins (a host or APM agent that sets
+    its own without chaining would silently switch our redaction off). Filters on named loggers
+    touch nothing of the host's and cannot be displaced by another library's factory.
+    ``tests/test_security_logging.py`` checks that the list covers every logger those packages
+    create. Calling this again replaces the secrets of the filters already installed.
     """
     redactor = Redactor(secrets)
-    ours = [n for n in logging.root.manager.loggerDict if n.startswith("byok_middleware.")]
-    for name in (*_LOGGERS, *ours):
+    existing = [
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name.startswith(tuple(root + "." for root in _COVERED_ROOTS))
+    ]
+    for name in dict.fromkeys((*COVERED_LOGGERS, *existing)):
         target = logging.getLogger(name)
-        existing = [f for f in target.filters if isinstance(f, RedactingFilter)]
-        if existing:
-            existing[0].redactor = redactor
+        installed = [f for f in target.filters if isinstance(f, RedactingFilter)]
+        if installed:
+            installed[0].redactor = redactor
             continue
         target.addFilter(RedactingFilter(redactor))
     return RedactingFilter(redactor)

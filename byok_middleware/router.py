@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-from byok_middleware.asgi import Message, Receive, Scope, Send, send_error
+from byok_middleware.asgi import Message, Receive, Scope, Send, check_header_size, send_error
 from byok_middleware.errors import AuthenticationFailed, BYOKError, InvalidRequest
 from byok_middleware.identity import resolve_tenant
+from byok_middleware.providers.specs import PROVIDERS
+from byok_middleware.redaction import Redactor
 
 if TYPE_CHECKING:
     from byok_middleware.gateway import Gateway
@@ -100,7 +104,9 @@ class Router:
     ) -> None:
         guard = _ResponseGuard(send)
         request_id = "req_" + uuid.uuid4().hex
+        tenant_id: str | None = None
         try:
+            check_header_size(scope)
             handler = route.handlers.get(scope["method"])
             if handler is None:
                 raise InvalidRequest(
@@ -121,13 +127,32 @@ class Router:
                 logger.warning("error after the response started (%s): %s", request_id, exc.code)
                 return
             await send_error(guard, exc, {"x-byok-request-id": request_id})
-        except Exception:
-            # Logged through the redacting filter; the client gets a generic message.
-            logger.exception(
-                "unhandled error in %s %s (%s)", scope["method"], scope["path"], request_id
+        except Exception as exc:  # noqa: BLE001 -- the last line of defence; logged below
+            # Rendered here and redacted against this tenant's own keys (of any shape), then
+            # logged without exc_info, so no handler can render the original exception or its
+            # frames' locals; the logger's RedactingFilter applies on top. The client gets a
+            # generic message.
+            logger.error(
+                "unhandled error in %s %s (%s)\n%s",
+                scope["method"],
+                scope["path"],
+                request_id,
+                await _redacted_traceback(gateway, tenant_id, exc),
             )
             if not guard.started:
                 internal = BYOKError(
                     f"internal gateway error (request {request_id})", code="internal_error"
                 )
                 await send_error(guard, internal, {"x-byok-request-id": request_id})
+
+
+async def _redacted_traceback(gateway: Gateway, tenant_id: str | None, exc: BaseException) -> str:
+    secrets = list(gateway.config.platform_keys.values())
+    if tenant_id:
+        # Best effort: if the store is what failed, the patterns and platform keys still apply.
+        with contextlib.suppress(Exception):
+            for provider in PROVIDERS:
+                resolved = await gateway.keys.keys_for(tenant_id, provider)
+                secrets.extend(key.secret.reveal() for key in resolved)
+    text = "".join(traceback.format_exception(exc)).rstrip("\n")
+    return Redactor(secrets)(text)

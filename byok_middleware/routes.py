@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 
-from byok_middleware.asgi import json_body
+from byok_middleware.asgi import json_body, send_json
 from byok_middleware.dashboard import handle_dashboard
 from byok_middleware.errors import BYOKError
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.keys.routes import handle_providers, handle_usage
+from byok_middleware.keys.schemas import key_view
+from byok_middleware.keys.verify import verify_key
+from byok_middleware.openapi import handle_openapi
 from byok_middleware.proxy.chat import handle_chat
-from byok_middleware.router import Incoming, Route, Router
+from byok_middleware.proxy.dry_run import dry_run
+from byok_middleware.proxy.embeddings import handle_embeddings
+from byok_middleware.proxy.endpoints import EndpointHandler
+from byok_middleware.proxy.images import handle_images
+from byok_middleware.proxy.model_list import ModelCatalog
+from byok_middleware.proxy.moderations import handle_moderations
+from byok_middleware.proxy.speech import handle_speech
+from byok_middleware.proxy.transcriptions import handle_transcription
+from byok_middleware.router import Handler, Incoming, Route, Router
 
 __all__ = ["build_router", "new_call"]
 
@@ -50,6 +61,30 @@ async def _chat(gateway: Gateway, incoming: Incoming) -> None:
         raise
 
 
+def _proxied(endpoint: str, handle: EndpointHandler) -> Handler:
+    """A route running ``handle`` for ``endpoint``, with the ledger row of a failed call."""
+
+    async def run(gateway: Gateway, incoming: Incoming) -> None:
+        call = new_call(incoming, endpoint)
+        try:
+            await handle(gateway, call, incoming)
+        except BYOKError as exc:
+            record_failure(gateway, call, exc)
+            raise
+
+    return run
+
+
+_PROXIED: dict[str, EndpointHandler] = {
+    "/embeddings": handle_embeddings,
+    "/audio/transcriptions": handle_transcription,
+    "/audio/translations": handle_transcription,
+    "/audio/speech": handle_speech,
+    "/images/generations": handle_images,
+    "/moderations": handle_moderations,
+}
+
+
 async def _providers(gateway: Gateway, incoming: Incoming) -> None:
     await handle_providers(
         gateway,
@@ -61,18 +96,39 @@ async def _providers(gateway: Gateway, incoming: Incoming) -> None:
     )
 
 
+async def _verify(gateway: Gateway, incoming: Incoming) -> None:
+    record = await verify_key(gateway, incoming.tenant_id, incoming.params["id"])
+    await send_json(incoming.send, 200, key_view(record, now=gateway.clock()))
+
+
+async def _route(gateway: Gateway, incoming: Incoming) -> None:
+    view = await dry_run(gateway, new_call(incoming, "/byok/route"), incoming.query())
+    await send_json(incoming.send, 200, view)
+
+
 async def _usage(gateway: Gateway, incoming: Incoming) -> None:
     await handle_usage(gateway, incoming.tenant_id, incoming.query(), incoming.send)
+
+
+async def _openapi(gateway: Gateway, incoming: Incoming) -> None:
+    await handle_openapi(gateway.config.prefix, incoming.send)
 
 
 def build_router() -> Router:
     router = Router()
     router.add("/chat/completions", Route({"POST": _chat}))
+    for path, handle in _PROXIED.items():
+        router.add(path, Route({"POST": _proxied(path, handle)}))
+    router.add("/models", Route({"GET": ModelCatalog().handle}))
     router.add("/byok/providers", Route({"GET": _providers, "POST": _providers}))
     router.add(
         "/byok/providers/{id}",
         Route({"GET": _providers, "PUT": _providers, "PATCH": _providers, "DELETE": _providers}),
     )
     router.add("/byok/usage", Route({"GET": _usage}))
+    router.add("/byok/providers/{id}/verify", Route({"POST": _verify}))
+    router.add("/byok/route", Route({"GET": _route}))
     router.add("/byok/dashboard", Route({"GET": handle_dashboard}, authenticated=False))
+    # The document holds no tenant data; see byok_middleware.openapi for why it is public.
+    router.add("/byok/openapi.json", Route({"GET": _openapi}, authenticated=False))
     return router

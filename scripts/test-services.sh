@@ -8,14 +8,16 @@
 # The URLs go to .pgdata/services.env (BYOK_TEST_POSTGRES_URL=..., BYOK_TEST_REDIS_URL=...),
 # which tests/services.py reads: make recipes do not share environment variables. Ports can be
 # moved with BYOK_TEST_PG_PORT / BYOK_TEST_REDIS_PORT.
-set -euo pipefail
+set -Eeuo pipefail  # -E: the ERR trap below also fires inside functions
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STATE="$ROOT/.pgdata"
-PGDATA_DIR="$STATE/pg"
+# The cluster lives outside the checkout: initdb runs as the postgres user, who may not be able
+# to enter the checkout's directory (CI checkouts under /root, for one).
+PG_PORT="${BYOK_TEST_PG_PORT:-55432}"
+PGDATA_DIR="${BYOK_TEST_PGDATA:-${TMPDIR:-/tmp}/byok-test-pg-$PG_PORT}"
 REDIS_DIR="$STATE/redis"
 URLS="$STATE/services.env"
-PG_PORT="${BYOK_TEST_PG_PORT:-55432}"
 REDIS_PORT="${BYOK_TEST_REDIS_PORT:-56379}"
 PG_USER=byok
 
@@ -73,15 +75,14 @@ start_postgres() {
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
     chown -R postgres: "$PGDATA_DIR"
-    chmod o+x "$STATE"
   fi
   as_pg "$bin/initdb" -D "$PGDATA_DIR" -U "$PG_USER" --auth=trust --no-sync --locale=C \
-    -E UTF8 >"$STATE/initdb.log" 2>&1 || { cat "$STATE/initdb.log" >&2; exit 1; }
+    -E UTF8 >"$STATE/initdb.log" 2>&1 || { cat "$STATE/initdb.log" >&2; return 1; }
   # Durability is pointless for throw-away test data; these settings make it several times faster.
   as_pg "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t 30 \
     -o "-p $PG_PORT -k $PGDATA_DIR -c listen_addresses=127.0.0.1 -c fsync=off \
         -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-    start >/dev/null || { cat "$PGDATA_DIR/server.log" >&2; exit 1; }
+    start >/dev/null || { cat "$PGDATA_DIR/server.log" >&2; return 1; }
   as_pg "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" byok
   log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
 }
@@ -98,7 +99,7 @@ start_redis() {
   local tries=0
   until redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; do
     tries=$((tries + 1))
-    if [ "$tries" -gt 100 ]; then cat "$REDIS_DIR/redis.log" >&2; exit 1; fi
+    if [ "$tries" -gt 100 ]; then cat "$REDIS_DIR/redis.log" >&2; return 1; fi
     sleep 0.1
   done
   log "Redis $(redis-server --version | awk '{print $3}' | sed 's/^v=//') on 127.0.0.1:$REDIS_PORT"
@@ -116,7 +117,7 @@ stop_all() {
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
-  rm -rf "$STATE"
+  rm -rf "$STATE" "$PGDATA_DIR"
 }
 
 case "${1:-}" in

@@ -104,8 +104,10 @@ def start_gateway(
         }
         options.update(overrides)
         server_options = options.pop("server_options", {})
+        # Middleware options beyond the config (e.g. clock=) go to BYOKMiddleware itself.
+        middleware = {k: options.pop(k) for k in ("clock",) if k in options}
         config = BYOKConfig(**options)
-        server = ServerThread(create_app(config=config), **server_options).start()
+        server = ServerThread(create_app(config=config, **middleware), **server_options).start()
         started.append(server)
         return Gateway(url=server.url, db_path=db_path, config=config, server=server)
 

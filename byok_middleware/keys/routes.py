@@ -50,24 +50,29 @@ async def handle_providers(
 ) -> None:
     keys = gateway.keys
     limit = gateway.config.max_body_bytes
+    now = gateway.clock()
+    if method == "GET":
+        await gateway.health.flush()  # last_used_at is written off the request path
     if key_id is None:
         if method == "GET":
             records = await keys.list_keys(tenant_id)
-            await send_json(send, 200, {"object": "list", "data": [key_view(r) for r in records]})
+            data = [key_view(r, now=now) for r in records]
+            await send_json(send, 200, {"object": "list", "data": data})
             return
         body = _parse(KeyCreate, await json_body(receive, limit))
         record = await keys.create(tenant_id, body)
-        await send_json(send, 201, key_view(record))
+        await send_json(send, 201, key_view(record, now=now))
         return
     if len(key_id) > 128:
         raise NotFound("no provider key with that id")
     if method == "GET":
-        await send_json(send, 200, key_view(await keys.get(tenant_id, key_id)))
+        await send_json(send, 200, key_view(await keys.get(tenant_id, key_id), now=now))
     elif method == "PUT" or method == "PATCH":
         body_update = _parse(KeyUpdate, await json_body(receive, limit))
         if not body_update.model_fields_set:
             raise InvalidRequest("nothing to update: send at least one field")
-        await send_json(send, 200, key_view(await keys.update(tenant_id, key_id, body_update)))
+        updated = await keys.update(tenant_id, key_id, body_update)
+        await send_json(send, 200, key_view(updated, now=now))
     else:  # DELETE
         await keys.delete(tenant_id, key_id)
         await send_bytes(send, 204, b"", content_type=b"application/json")
@@ -79,9 +84,11 @@ def _parse_time(params: dict[str, str], name: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        # Normalised here: an offset that pushes the time past year 1..9999 overflows.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidRequest(f"'{name}' must be an ISO-8601 date or time", param=name) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _total_view(total: UsageTotal) -> dict[str, Any]:

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Any, Literal
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from byok_middleware.storage.base import ProviderKeyRecord
+from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
 
-__all__ = ["KeyCreate", "KeyUpdate", "key_view"]
+__all__ = [
+    "ErrorBody",
+    "KeyCreate",
+    "KeyList",
+    "KeyUpdate",
+    "KeyView",
+    "UsageTotalView",
+    "UsageView",
+    "key_view",
+]
 
 Provider = Literal["openai", "anthropic", "groq", "deepseek", "nvidia", "google"]
 
 MAX_KEY_LENGTH = 512
 MAX_LABEL_LENGTH = 100
+MAX_RATE_LIMIT = 1_000_000_000  # beyond any provider's limits, and inside a 64-bit column
+# What ``_clean_key`` accepts, for the OpenAPI document: printable ASCII without inner spaces.
+API_KEY_PATTERN = r"^\s*[!-~]+\s*$"
 
 
 def _clean_key(value: str | None) -> str | None:
@@ -25,23 +38,52 @@ def _clean_key(value: str | None) -> str | None:
         raise ValueError("api_key must not be empty")
     if any(ch.isspace() for ch in value) or not value.isprintable():
         raise ValueError("api_key must not contain whitespace or control characters")
+    if not value.isascii():
+        # It goes into an HTTP header, which is ASCII: fail here, not at the upstream call.
+        raise ValueError("api_key must be ASCII")
+    return value
+
+
+# What the budget validator accepts, for the OpenAPI document (pydantic's own Decimal schema
+# cannot say "at most 14 digits, 6 after the point").
+Budget = Annotated[
+    Decimal | None,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 99_999_999},
+                {"type": "string", "pattern": r"^[0-9]{1,8}(\.[0-9]{1,6})?$"},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 732.0 as an integer (the OpenAPI document says "integer"); strict mode
+    # would refuse it, so an integral float becomes an int and everything else is left to strict.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
     return value
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
 
+    _whole = field_validator("priority", "rpm", "tpm", mode="before", check_fields=False)(_integral)
+
 
 class KeyCreate(_Strict):
     provider: Provider
-    api_key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    api_key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH, pattern=API_KEY_PATTERN)
     is_active: bool = True
     priority: int = Field(default=1, ge=1, le=1000)
     label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
     always_use: bool = False
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    monthly_budget_usd: Decimal | None = Field(default=None, ge=0, max_digits=14, decimal_places=6)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
+    monthly_budget_usd: Budget = Field(default=None, ge=0, max_digits=14, decimal_places=6)
 
     _key = field_validator("api_key")(_clean_key)
 
@@ -51,7 +93,17 @@ class KeyCreate(_Strict):
         # JSON has no decimals; accept numbers and numeric strings, exactly.
         if isinstance(value, bool):
             raise ValueError("monthly_budget_usd must be a number")
-        return Decimal(str(value)) if isinstance(value, int | float | str) else value
+        if not isinstance(value, int | float | str):
+            return value
+        if isinstance(value, float):
+            value = round(value, 6)  # a JSON number is a float: micro-dollars are enough
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:  # not a ValueError: pydantic would let it escape as a 500
+            raise ValueError("monthly_budget_usd must be a number") from None
+        if not number.is_finite():
+            raise ValueError("monthly_budget_usd must be a finite number")
+        return number
 
     def __repr__(self) -> str:
         return f"KeyCreate(provider={self.provider!r}, priority={self.priority}, api_key='***')"
@@ -60,14 +112,18 @@ class KeyCreate(_Strict):
 
 
 class KeyUpdate(_Strict):
-    api_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    api_key: str | None = Field(
+        default=None, min_length=1, max_length=MAX_KEY_LENGTH, pattern=API_KEY_PATTERN
+    )
     is_active: bool | None = None
     priority: int | None = Field(default=None, ge=1, le=1000)
     label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
     always_use: bool | None = None
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    monthly_budget_usd: Decimal | None = Field(default=None, ge=0, max_digits=14, decimal_places=6)
+    rpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
+    tpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
+    monthly_budget_usd: Budget = Field(default=None, ge=0, max_digits=14, decimal_places=6)
 
     _key = field_validator("api_key")(_clean_key)
     _budget = field_validator("monthly_budget_usd", mode="before")(
@@ -84,8 +140,20 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def key_view(record: ProviderKeyRecord) -> dict[str, Any]:
-    """The public view of a key: never the key, nor any part of it."""
+def key_view(record: ProviderKeyRecord, *, now: datetime | None = None) -> dict[str, Any]:
+    """The public view of a key: never the key, nor any part of it.
+
+    With ``now``, a cooldown whose time is up shows as ``active`` (routing already treats it so;
+    the stored status catches up at the key's next success).
+    """
+    status = record.status
+    if (
+        now is not None
+        and status is KeyStatus.COOLING_DOWN
+        and record.cooldown_until is not None
+        and record.cooldown_until <= now
+    ):
+        status = KeyStatus.ACTIVE
     return {
         "id": record.id,
         "object": "byok.provider_key",
@@ -94,7 +162,7 @@ def key_view(record: ProviderKeyRecord) -> dict[str, Any]:
         "priority": record.priority,
         "label": record.label,
         "always_use": record.always_use,
-        "status": record.status.value,
+        "status": status.value,
         "last_error": record.last_error,
         "cooldown_until": _iso(record.cooldown_until),
         "rpm": record.rpm,
@@ -106,3 +174,64 @@ def key_view(record: ProviderKeyRecord) -> dict[str, Any]:
         "updated_at": _iso(record.updated_at),
         "last_used_at": _iso(record.last_used_at),
     }
+
+
+# Response shapes, for the OpenAPI document (``byok_middleware.openapi``); the handlers build
+# plain dicts, and the test suite checks that those validate against these models.
+
+
+class KeyView(BaseModel):
+    """A stored provider key as the API shows it: never the key, nor any part of it."""
+
+    id: str
+    object: Literal["byok.provider_key"]
+    provider: Provider
+    is_active: bool
+    priority: int
+    label: str | None
+    always_use: bool
+    status: Literal["active", "inactive", "invalid", "cooling_down"]
+    last_error: str | None
+    cooldown_until: str | None
+    rpm: int | None
+    tpm: int | None
+    monthly_budget_usd: float | None
+    created_at: str
+    updated_at: str
+    last_used_at: str | None
+
+
+class KeyList(BaseModel):
+    object: Literal["list"]
+    data: list[KeyView]
+
+
+class UsageTotalView(BaseModel):
+    group: str | None
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    unpriced_requests: int
+
+
+class UsageView(BaseModel):
+    object: Literal["byok.usage"]
+    since: str | None
+    until: str | None
+    group_by: Literal["provider", "model", "attribution", "day"] | None
+    total: UsageTotalView | None
+    data: list[UsageTotalView]
+
+
+class ErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error, in OpenAI's shape."""
+
+    error: ErrorObject

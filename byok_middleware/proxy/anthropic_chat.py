@@ -42,7 +42,8 @@ async def handle_anthropic_chat(
     def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
         return payload, dict(JSON_HEADERS)
 
-    forwarded = await gateway.forward(call, path="/chat/completions", build=build)
+    stream = body.get("stream") is True
+    forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
     meta = CallMetadata(
         request_id=call.request_id,
         attribution=forwarded.candidate.attribution,
@@ -51,7 +52,7 @@ async def handle_anthropic_chat(
         key_id=forwarded.candidate.key_id,
         attempts=call.attempts,
     )
-    if body.get("stream") is True:
+    if stream:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         await _relay_stream(

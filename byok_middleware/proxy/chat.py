@@ -11,7 +11,6 @@ from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
 from byok_middleware.proxy.metadata import CallMetadata
-from byok_middleware.proxy.models import resolve_model
 from byok_middleware.proxy.stream import relay_openai_stream
 from byok_middleware.proxy.upstream import Candidate
 
@@ -53,9 +52,8 @@ def _validate(body: dict[str, Any]) -> None:
 async def handle_chat(
     gateway: Gateway, call: Call, body: dict[str, Any], receive: Receive, send: Send
 ) -> None:
-    route = resolve_model(body.get("model"))
+    gateway.route_model(call, body.get("model"))
     _validate(body)
-    call.provider, call.model = route.provider, route.model
     stream = body.get("stream") is True
     if PROVIDERS[call.provider].wire is WireFormat.ANTHROPIC:
         from byok_middleware.proxy.anthropic_chat import handle_anthropic_chat
@@ -68,7 +66,7 @@ async def handle_chat(
     def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
         return payload, dict(JSON_HEADERS)
 
-    forwarded = await gateway.forward(call, path="/chat/completions", build=build)
+    forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
     meta = CallMetadata(
         request_id=call.request_id,
         attribution=forwarded.candidate.attribution,

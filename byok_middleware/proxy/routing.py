@@ -1,41 +1,212 @@
-"""Which keys may pay for a call, in which order: a pure function of keys, policy and time."""
+"""Which keys may pay for a call, in which order: a pure function of the request's routes, the
+tenant's keys (with their health), their usage against limits, the policy and the time.
+
+Order (DESIGN.md §5): the tenant's usable keys first, sorted by (price of the provider's model,
+priority) so that among providers serving the same model at the same price priority decides, and
+otherwise the cheaper provider wins; keys equal on both are taken in turn (``turn`` rotates them,
+a round-robin that is deterministic for a given ``turn``). Then the platform key of each provider,
+cheapest first, unless fallback is off globally or a key of that provider is ``always_use``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+from itertools import groupby
 
 from byok_middleware.crypto import SecretStr
+from byok_middleware.errors import BYOKError, NoProviderKey, RateLimited
 from byok_middleware.keys.service import ResolvedKey
+from byok_middleware.proxy.limits import KeyUsage, limit_reason
+from byok_middleware.proxy.models import ModelRoute
 from byok_middleware.proxy.upstream import Candidate
-from byok_middleware.storage.base import KeyStatus
+from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
 
-__all__ = ["RoutePlan", "plan_route"]
+__all__ = [
+    "KeyDecision",
+    "PlatformDecision",
+    "ProviderOption",
+    "RoutePlan",
+    "RoutePolicy",
+    "Skip",
+    "no_candidate_error",
+    "plan_candidates",
+    "plan_route",
+]
+
+
+class Skip(StrEnum):
+    """Why a tenant key is left out of the candidates."""
+
+    INACTIVE = "inactive"
+    INVALID = "invalid"
+    COOLING_DOWN = "cooling_down"
+    LIMIT = "limit"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOption:
+    """One provider that serves the request: the model it is sent, the tenant's keys, the
+    platform key (None when the operator configured none)."""
+
+    route: ModelRoute
+    keys: Sequence[ResolvedKey]
+    platform_key: SecretStr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    allow_platform_fallback: bool = True
+    platform_attribution: str = "xantly"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDecision:
+    """A tenant key and what the planner made of it (``skip`` None: it is a candidate)."""
+
+    record: ProviderKeyRecord
+    skip: Skip | None
+    reason: str | None
+    usage: KeyUsage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformDecision:
+    provider: str
+    allowed: bool
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
-    """Candidates in the order to try, and why the others were left out (key id -> reason)."""
+    """Candidates in the order to try, and why the others were left out."""
 
     provider: str
     candidates: tuple[Candidate, ...]
-    skipped: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # key id -> reason
     platform_allowed: bool = True
     platform_reason: str | None = None
+    keys: tuple[KeyDecision, ...] = ()
+    platform: tuple[PlatformDecision, ...] = ()
+    retry_at: datetime | None = None  # the earliest end of a cooldown among skipped keys
+
+    @property
+    def limited(self) -> dict[str, str]:
+        """Keys left out only for now: cooling down or at a limit (key id -> reason)."""
+        return {
+            d.record.id: d.reason or ""
+            for d in self.keys
+            if d.skip in (Skip.COOLING_DOWN, Skip.LIMIT)
+        }
 
 
-def _skip_reason(key: ResolvedKey, now: datetime) -> str | None:
+def _decide(key: ResolvedKey, usage: KeyUsage | None, now: datetime) -> KeyDecision:
     record = key.record
     if not record.is_active or record.status is KeyStatus.INACTIVE:
-        return "inactive"
+        return KeyDecision(record, Skip.INACTIVE, "inactive", usage)
     if record.status is KeyStatus.INVALID:
-        return "invalid: the provider rejected this key; rotate it"
+        why = "invalid: the provider rejected this key; rotate it or verify it again"
+        return KeyDecision(record, Skip.INVALID, why, usage)
     if record.status is KeyStatus.COOLING_DOWN and (
         record.cooldown_until is None or record.cooldown_until > now
     ):
-        return "cooling_down"
-    return None
+        until = record.cooldown_until.isoformat() if record.cooldown_until else "further notice"
+        return KeyDecision(record, Skip.COOLING_DOWN, f"cooling_down until {until}", usage)
+    reason = limit_reason(record, usage)
+    if reason is not None:
+        return KeyDecision(record, Skip.LIMIT, reason, usage)
+    return KeyDecision(record, None, None, usage)
+
+
+def _price_ranks(options: Sequence[ProviderOption]) -> list[int]:
+    """Rank of each option's price: equal prices share a rank, unknown prices come last."""
+    known = sorted({o.route.price for o in options if o.route.price is not None})
+    return [
+        known.index(o.route.price) if o.route.price is not None else len(known) for o in options
+    ]
+
+
+def _platform_decision(
+    option: ProviderOption, policy: RoutePolicy
+) -> tuple[PlatformDecision, Candidate | None]:
+    provider = option.route.provider
+    reason: str | None = None
+    if not policy.allow_platform_fallback:
+        reason = "platform fallback is disabled by the operator"
+    elif any(k.record.always_use and k.record.is_active for k in option.keys):
+        reason = f"a {provider} key of this tenant is marked always_use"
+    elif option.platform_key is None:
+        reason = f"no platform key is configured for {provider}"
+    if reason is not None or option.platform_key is None:
+        return PlatformDecision(provider, False, reason), None
+    candidate = Candidate(
+        provider, option.platform_key, policy.platform_attribution, None, option.route.model
+    )
+    return PlatformDecision(provider, True, None), candidate
+
+
+def plan_candidates(
+    options: Sequence[ProviderOption],
+    *,
+    policy: RoutePolicy,
+    usage: Mapping[str, KeyUsage],
+    now: datetime,
+    turn: int = 0,
+) -> RoutePlan:
+    """Plan a request served by ``options`` (one per provider, cheapest first)."""
+    if not options:
+        raise ValueError("a request needs at least one provider option")
+    ranks = _price_ranks(options)
+    decisions: list[KeyDecision] = []
+    usable: list[tuple[tuple[int, int], tuple[int, datetime, str], Candidate]] = []
+    for index, option in enumerate(options):
+        for key in option.keys:
+            decision = _decide(key, usage.get(key.record.id), now)
+            decisions.append(decision)
+            if decision.skip is None:
+                record = key.record
+                candidate = Candidate(
+                    option.route.provider, key.secret, "byok", record, option.route.model
+                )
+                usable.append(
+                    (
+                        (ranks[index], record.priority),
+                        (index, record.created_at, record.id),
+                        candidate,
+                    )
+                )
+    usable.sort(key=lambda item: (item[0], item[1]))
+    candidates: list[Candidate] = []
+    for _, group in groupby(usable, key=lambda item: item[0]):
+        equals = [item[2] for item in group]
+        shift = turn % len(equals)  # spread the load over keys of equal price and priority
+        candidates.extend(equals[shift:] + equals[:shift])
+
+    platform: list[PlatformDecision] = []
+    for index in sorted(range(len(options)), key=lambda i: ranks[i]):
+        allowed, fallback = _platform_decision(options[index], policy)
+        platform.append(allowed)
+        if fallback is not None:
+            candidates.append(fallback)
+
+    cooldowns = [
+        d.record.cooldown_until
+        for d in decisions
+        if d.skip is Skip.COOLING_DOWN and d.record.cooldown_until is not None
+    ]
+    first = platform[0] if options[0].route.provider == platform[0].provider else None
+    return RoutePlan(
+        provider=options[0].route.provider,
+        candidates=tuple(candidates),
+        skipped={d.record.id: d.reason or "" for d in decisions if d.skip is not None},
+        platform_allowed=any(p.allowed for p in platform),
+        platform_reason=first.reason if first else None,
+        keys=tuple(decisions),
+        platform=tuple(platform),
+        retry_at=min(cooldowns) if cooldowns else None,
+    )
 
 
 def plan_route(
@@ -46,32 +217,45 @@ def plan_route(
     allow_platform_fallback: bool,
     platform_attribution: str,
     now: datetime,
+    usage: Mapping[str, KeyUsage] | None = None,
+    model: str = "",
+    turn: int = 0,
 ) -> RoutePlan:
-    """The tenant's usable keys by priority, then the platform key when policy allows it."""
-    usable: list[ResolvedKey] = []
-    skipped: dict[str, str] = {}
-    for key in keys:
-        reason = _skip_reason(key, now)
-        if reason is None:
-            usable.append(key)
-        else:
-            skipped[key.record.id] = reason
-    usable.sort(key=lambda k: (k.record.priority, k.record.created_at))
-    candidates = [Candidate(provider, k.secret, "byok", k.record) for k in usable]
+    """``plan_candidates`` for one provider (``provider/model`` requests)."""
+    return plan_candidates(
+        [ProviderOption(ModelRoute(provider, model), keys, platform_key)],
+        policy=RoutePolicy(allow_platform_fallback, platform_attribution),
+        usage=usage or {},
+        now=now,
+        turn=turn,
+    )
 
-    platform_reason: str | None = None
-    if not allow_platform_fallback:
-        platform_reason = "platform fallback is disabled by the operator"
-    elif any(k.record.always_use and k.record.is_active for k in keys):
-        platform_reason = f"a {provider} key of this tenant is marked always_use"
-    elif platform_key is None:
-        platform_reason = f"no platform key is configured for {provider}"
-    else:
-        candidates.append(Candidate(provider, platform_key, platform_attribution))
-    return RoutePlan(
-        provider=provider,
-        candidates=tuple(candidates),
-        skipped=skipped,
-        platform_allowed=platform_reason is None,
-        platform_reason=platform_reason,
+
+def _seconds_until(when: datetime, now: datetime) -> int:
+    return max(1, int((when - now).total_seconds() + 0.999))
+
+
+def no_candidate_error(plan: RoutePlan, *, prefix: str, now: datetime) -> BYOKError:
+    """The client's error when the plan has no candidate: a 429 naming the limits or cooldowns
+    when the tenant's keys are only held back for now, else a 400 saying what is missing."""
+    providers = " or ".join(dict.fromkeys(p.provider for p in plan.platform)) or plan.provider
+    closed = "; ".join(p.reason for p in plan.platform if p.reason)
+    limited = plan.limited
+    if limited:
+        reasons = "; ".join(f"{key_id}: {why}" for key_id, why in limited.items())
+        headers = (
+            {"retry-after": str(_seconds_until(plan.retry_at, now))} if plan.retry_at else None
+        )
+        return RateLimited(
+            f"every usable {providers} key of this tenant is held back ({reasons}) and the "
+            f"platform key may not be used ({closed})",
+            param="model",
+            headers=headers,
+        )
+    why = "; ".join(filter(None, [closed, *(f"{k}: {r}" for k, r in plan.skipped.items())]))
+    return NoProviderKey(
+        f"No {providers} key is available for this tenant{f' ({why})' if why else ''}. "
+        f"Register one with POST {prefix}/byok/providers "
+        f'{{"provider": "{plan.provider}", "api_key": "..."}}',
+        param="model",
     )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, UpstreamError
@@ -15,25 +18,32 @@ from byok_middleware.storage.base import ProviderKeyRecord
 __all__ = [
     "RETRYABLE_STATUSES",
     "Candidate",
+    "EmptyStream",
     "auth_headers",
+    "await_first_event",
     "normalize_error",
     "upstream_url",
 ]
 
-# Statuses after which the next candidate key is tried (DESIGN.md §5); other 4xx mean the request
-# itself is wrong and another key would fail the same way.
-RETRYABLE_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504, 529})
+# Statuses after which the next candidate key is tried (DESIGN.md §5): a rejected key, a timeout,
+# a rate limit, any 5xx (529 included). Other 4xx mean the request itself is wrong and another
+# key would fail the same way. ``proxy.health.classify`` says what each means for the key.
+RETRYABLE_STATUSES = frozenset({401, 403, 408, 429, *range(500, 600)})
 KEY_REJECTED_STATUSES = frozenset({401, 403})
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One way to pay for a call: a tenant key (``record`` set) or the platform key."""
+    """One way to pay for a call: a tenant key (``record`` set) or the platform key.
+
+    ``model`` is the model name sent upstream ("" when the caller already set it on the call).
+    """
 
     provider: str
     secret: SecretStr
     attribution: str
     record: ProviderKeyRecord | None = None
+    model: str = ""
 
     @property
     def key_id(self) -> str | None:
@@ -42,6 +52,62 @@ class Candidate:
     @property
     def is_byok(self) -> bool:
         return self.record is not None
+
+
+class EmptyStream(Exception):
+    """A 2xx stream ended before its first event: nothing reached the client, so fail over."""
+
+
+class _Replayed(httpx.AsyncByteStream):
+    """The bytes read ahead, then the rest of the original stream."""
+
+    def __init__(self, head: list[bytes], rest: AsyncIterator[bytes], inner: httpx.AsyncByteStream):
+        self._head = head
+        self._rest = rest
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._head:
+            yield chunk
+        async for chunk in self._rest:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+_FIRST_EVENT_LIMIT = 64 * 1024
+
+
+async def await_first_event(response: httpx.Response) -> None:
+    """Read a streamed 2xx answer up to its first SSE event, and keep those bytes for the relay.
+
+    This defines "before the first byte" for failover: a stream is committed once its first
+    event (a ``data:`` or ``event:`` line, not a keep-alive comment) arrived from upstream; until
+    then nothing was sent to the client. A compressed body is committed at its first chunk.
+    Raises ``EmptyStream`` or the transport's ``httpx`` error (the response is then closed).
+    """
+    inner = response.stream
+    if not isinstance(inner, httpx.AsyncByteStream):  # pragma: no cover - always async here
+        return
+    encoded = response.headers.get("content-encoding", "identity") != "identity"
+    rest = inner.__aiter__()
+    head: list[bytes] = []
+    seen = b""
+    try:
+        async for chunk in rest:
+            if not chunk:
+                continue
+            head.append(chunk)
+            seen = (seen + chunk)[-_FIRST_EVENT_LIMIT:]
+            if encoded or b"data:" in seen or b"event:" in seen or len(seen) >= _FIRST_EVENT_LIMIT:
+                break
+        else:
+            raise EmptyStream
+    except BaseException:
+        await response.aclose()
+        raise
+    response.stream = _Replayed(head, rest, inner)
 
 
 def upstream_url(base_url: str, provider: str, path: str) -> str:

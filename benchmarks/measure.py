@@ -1,0 +1,165 @@
+"""Scenarios: wrk runs with server CPU per request, and streamed timings from the asyncio client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.procs import cpu_seconds, wait_until_idle
+from benchmarks.stream_client import content_stamps, run_sequential
+
+LUA = Path(__file__).with_name("post.lua")
+MODEL = "openai/gpt-4o-mini"
+MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
+
+
+def chat_body(*, stream: bool, delay_ms: float = 0) -> bytes:
+    body: dict[str, object] = {"model": MODEL, "messages": MESSAGES, "max_tokens": 32}
+    if stream:
+        body["stream"] = True
+    if delay_ms:
+        body["mock_chunk_delay_ms"] = delay_ms  # read by the mock; proxies pass it through
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx + socket errors
+    cpu_ms_per_request: float | None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    auth: str | None,
+    *,
+    connections: int,
+    seconds: float,
+    server_pid: int | None,
+    core: str,
+) -> WrkResult:
+    """One wrk run pinned to ``core``; server CPU is read from /proc around it."""
+    argv = [
+        "taskset", "-c", core, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+        "--timeout", "10s", "-s", str(LUA), url,
+    ]  # fmt: skip
+    env = {"BENCH_BODY": body.decode(), "BENCH_AUTH": auth or "", "PATH": "/usr/bin:/bin"}
+    before = cpu_seconds(server_pid) if server_pid else 0.0
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+    out = done.stdout
+    after = 0.0
+    if server_pid:
+        # wrk stops with `connections` requests in flight; the server finishes them anyway, so
+        # CPU is read once it is idle and those requests are counted (negligible for fast targets,
+        # decisive for one that completes only a few dozen).
+        wait_until_idle(server_pid)
+        after = cpu_seconds(server_pid)
+    line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
+    data = json.loads(line.split(" ", 1)[1])
+    errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    requests = int(data["requests"])
+    cpu = (after - before) * 1000 / (requests + connections) if server_pid and requests else None
+    return WrkResult(
+        requests=requests,
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=errors,
+        cpu_ms_per_request=cpu,
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+@dataclass
+class StreamLatency:
+    count: int
+    errors: int
+    ttfb_p50_ms: float
+    ttfb_p99_ms: float
+    full_p50_ms: float
+    full_p99_ms: float
+
+
+@dataclass
+class ChunkGaps:
+    gaps: int
+    stamped: bool  # upstream send times reached the client (else nominal spacing is used)
+    added_p50_ms: float
+    added_p99_ms: float
+    transit_p50_ms: float | None
+    transit_p99_ms: float | None
+
+
+def stream_latency(url: str, auth: str | None, count: int) -> StreamLatency:
+    timings = asyncio.run(run_sequential(url, chat_body(stream=True), auth, count))
+    ok = [t for t in timings if t.status == 200 and t.events]
+    return StreamLatency(
+        count=len(timings),
+        errors=len(timings) - len(ok),
+        ttfb_p50_ms=percentile([t.ttfb * 1000 for t in ok], 50),
+        ttfb_p99_ms=percentile([t.ttfb * 1000 for t in ok], 99),
+        full_p50_ms=percentile([t.total * 1000 for t in ok], 50),
+        full_p99_ms=percentile([t.total * 1000 for t in ok], 99),
+    )
+
+
+def chunk_gaps(
+    url: str, auth: str | None, delay_ms: float, *, connections: int, per_connection: int
+) -> ChunkGaps:
+    body = chat_body(stream=True, delay_ms=delay_ms)
+    timings = asyncio.run(run_sequential(url, body, auth, per_connection, connections))
+    added: list[float] = []
+    transit: list[float] = []
+    stamped = True
+    for timing in timings:
+        if timing.status != 200:
+            continue
+        chunks = content_stamps(timing)
+        for (arrived, sent), (prev_arrived, prev_sent) in zip(chunks[1:], chunks, strict=False):
+            if sent is not None and prev_sent is not None:
+                spacing = (sent - prev_sent) / 1e6
+            else:
+                stamped, spacing = False, delay_ms
+            added.append((arrived - prev_arrived) / 1e6 - spacing)
+        transit.extend((a - s) / 1e6 for a, s in chunks if s is not None)
+    return ChunkGaps(
+        gaps=len(added),
+        stamped=stamped and bool(transit),
+        added_p50_ms=percentile(added, 50),
+        added_p99_ms=percentile(added, 99),
+        transit_p50_ms=percentile(transit, 50) if transit else None,
+        transit_p99_ms=percentile(transit, 99) if transit else None,
+    )
+
+
+@dataclass
+class Sample:
+    """One target in one round."""
+
+    wrk: dict[str, WrkResult] = field(default_factory=dict)
+    latency: StreamLatency | None = None
+    gaps: ChunkGaps | None = None
+    rss_mb: float = 0.0
+    foreign_load: float = 0.0  # share of all cores used by processes outside the benchmark
+    failure: str = ""

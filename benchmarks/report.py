@@ -1,0 +1,257 @@
+"""RESULTS.md: machine, versions, a table per scenario, ratios to raw aiohttp, and the verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.measure import Sample
+from benchmarks.targets import LITELLM_VENV, ROOT, Target
+
+REFERENCE = "aiohttp"
+CPU_GOAL, GAP_GOAL_MS, RSS_GOAL_MB = 1.5, 1.0, 100.0
+WRK_SCENARIOS = {
+    "plain_c1": "Plain chat, concurrency 1",
+    "plain_c32": "Plain chat, concurrency 32",
+    "stream_c32": "Streamed chat (20 chunks + usage + [DONE]), concurrency 32",
+}
+PACKAGES = (
+    "byok_middleware", "starlette", "fastapi", "uvicorn", "uvloop", "httptools", "httpx",
+    "httpx-aiohttp", "aiohttp", "pydantic", "aiosqlite",
+)  # fmt: skip
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _wrk_version() -> str:
+    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return (done.stdout or done.stderr).splitlines()[0].split(" Copyright")[0]
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _spread(values: Sequence[float | None], digits: int = 2) -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "-"
+    if len(present) == 1:
+        return _fmt(present[0], digits)
+    low, high = min(present), max(present)
+    return f"{_fmt(statistics.median(present), digits)} ({_fmt(low, digits)}-{_fmt(high, digits)})"
+
+
+def cpu_ratios(samples: dict[str, list[Sample]], key: str, scenario: str) -> list[float]:
+    """Per round: the target's CPU per request over raw aiohttp's in the same round."""
+    ratios = []
+    for mine, ref in zip(samples.get(key, []), samples.get(REFERENCE, []), strict=False):
+        a, b = mine.wrk.get(scenario), ref.wrk.get(scenario)
+        if a and b and a.cpu_ms_per_request and b.cpu_ms_per_request:
+            ratios.append(a.cpu_ms_per_request / b.cpu_ms_per_request)
+    return ratios
+
+
+def _wrk_table(targets: list[Target], samples: dict[str, list[Sample]], scenario: str) -> list[str]:
+    rows = [
+        "| target | req/s | p50 ms | p99 ms | server CPU ms/req | x raw aiohttp (per round) "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for target in targets:
+        runs = [s.wrk[scenario] for s in samples[target.key] if scenario in s.wrk]
+        if not runs:
+            rows.append(f"| {target.label} | failed | | | | | |")
+            continue
+        ratios = cpu_ratios(samples, target.key, scenario)
+        rows.append(
+            f"| {target.label} | {_spread([r.rps for r in runs], 0)} "
+            f"| {_fmt(_median([r.p50_ms for r in runs]))} "
+            f"| {_fmt(_median([r.p99_ms for r in runs]))} "
+            f"| {_spread([r.cpu_ms_per_request for r in runs])} "
+            f"| {' / '.join(f'{r:.2f}' for r in ratios) or '-'} "
+            f"| {sum(r.errors for r in runs)} |"
+        )
+    return rows
+
+
+def _simple_table(
+    targets: list[Target],
+    samples: dict[str, list[Sample]],
+    header: str,
+    cells: Callable[[list[Sample]], str],
+) -> list[str]:
+    columns = header.count("|") - 1
+    rows = [header, "|---|" + "---:|" * (columns - 1)]
+    for target in targets:
+        runs = [s for s in samples[target.key] if not s.failure]
+        rows.append(f"| {target.label} | {cells(runs) if runs else 'failed'} |")
+    return rows
+
+
+def _latency_cells(runs: list[Sample]) -> str:
+    lat = [s.latency for s in runs if s.latency]
+    return (
+        " | ".join(
+            _fmt(_median([getattr(x, name) for x in lat]))
+            for name in ("ttfb_p50_ms", "ttfb_p99_ms", "full_p50_ms", "full_p99_ms")
+        )
+        + f" | {sum(x.errors for x in lat)}"
+    )
+
+
+def _gap_cells(runs: list[Sample]) -> str:
+    gaps = [s.gaps for s in runs if s.gaps]
+    stamped = "yes" if gaps and all(g.stamped for g in gaps) else "no (nominal spacing)"
+    return (
+        " | ".join(
+            _fmt(_median([getattr(g, name) for g in gaps]), 3)
+            for name in ("added_p50_ms", "added_p99_ms", "transit_p50_ms", "transit_p99_ms")
+        )
+        + f" | {sum(g.gaps for g in gaps)} | {stamped}"
+    )
+
+
+def _net_gaps(samples: dict[str, list[Sample]], key: str) -> list[float]:
+    """Per round: the target's added-gap p99 minus the direct floor's of the same round."""
+    net = []
+    for mine, floor in zip(samples.get(key, []), samples.get("direct", []), strict=False):
+        if mine.gaps and floor.gaps:
+            net.append(mine.gaps.added_p99_ms - max(0.0, floor.gaps.added_p99_ms))
+    return net
+
+
+def _verdicts(targets: list[Target], samples: dict[str, list[Sample]]) -> list[str]:
+    lines = []
+    for target in targets:
+        if target.key in ("direct", REFERENCE):
+            continue
+        runs = [s for s in samples[target.key] if not s.failure]
+        if not runs:
+            lines.append(f"- {target.label}: **not measured** (failed to run).")
+            continue
+        plain = max(cpu_ratios(samples, target.key, "plain_c32"), default=float("nan"))
+        stream = max(cpu_ratios(samples, target.key, "stream_c32"), default=float("nan"))
+        gap = max(_net_gaps(samples, target.key), default=float("nan"))
+        rss = max(s.rss_mb for s in runs)
+        checks = [
+            (plain <= CPU_GOAL, f"plain CPU x{plain:.2f} (<= {CPU_GOAL})"),
+            (stream <= CPU_GOAL, f"stream CPU x{stream:.2f} (<= {CPU_GOAL})"),
+            (gap < GAP_GOAL_MS, f"chunk gap p99 +{gap:.2f} ms over the floor (< {GAP_GOAL_MS})"),
+            (rss <= RSS_GOAL_MB, f"RSS {rss:.0f} MB (<= {RSS_GOAL_MB:.0f})"),
+        ]
+        met = all(ok for ok, _ in checks)
+        detail = "; ".join(("✓ " if ok else "✗ ") + text for ok, text in checks)
+        lines.append(f"- {target.label}: **{'met' if met else 'NOT met'}** — {detail}.")
+    return lines
+
+
+def write(
+    path: Path,
+    targets: list[Target],
+    samples: dict[str, list[Sample]],
+    args: argparse.Namespace,
+    loop: str,
+    notes: list[str],
+    elapsed: float,
+    gap_delay_ms: int,
+) -> None:
+    versions = ", ".join(f"{name} {_version(name)}" for name in PACKAGES)
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; the run took {elapsed / 60:.1f} min.",
+        f"- Machine: `nproc` = {os.cpu_count()}, {_cpu_model()}, {platform.platform()}.",
+        f"- Python {platform.python_version()}; {versions}; {_wrk_version()}.",
+        f"- LiteLLM venv: `{LITELLM_VENV.relative_to(ROOT)}`. " + " ".join(notes),
+        f"- Every server: uvicorn, one worker, `--loop {loop} --http httptools --no-access-log`.",
+        "- Command: `make bench` (= `.venv/bin/python -m benchmarks.run`), "
+        f"arguments `{' '.join(args.argv) or '(defaults)'}`: {args.rounds} interleaved round(s), "
+        f"wrk {args.seconds_c1:g} s at c=1 and {args.seconds:g} s at c=32 after a "
+        f"{args.warmup:g} s warm-up each.",
+        "",
+        "Layout: the server under test alone on core 0 (`taskset -c 0`), started fresh each round;",
+        "the mock upstream (asyncio Protocol + httptools), wrk and the streaming client on core 1.",
+        "Server CPU per request = utime+stime of the server process (and any children) from",
+        "`/proc/<pid>/stat` from before the wrk run until the server is idle after it, over the",
+        "requests wrk completed plus the `c` it left in flight (the server finishes those).",
+        "Values are the median over rounds with the range in brackets; ratios are to the raw-aiohttp",
+        "pass-through (c) of the same round. Target (a) is the mock itself, so its CPU is the mock's.",
+        "Other sessions share this machine: see the 'other load' column below before reading",
+        "absolute req/s and latencies; CPU per request and the same-round ratios suffer least.",
+        "",
+    ]
+    for scenario, title in WRK_SCENARIOS.items():
+        lines += [f"## {title}", "", *_wrk_table(targets, samples, scenario), ""]
+    lines += [
+        f"## Streamed chat, one at a time ({args.stream_count} requests per round)",
+        "",
+        *_simple_table(
+            targets,
+            samples,
+            "| target | TTFB p50 ms | TTFB p99 ms | full p50 ms | full p99 ms | errors |",
+            _latency_cells,
+        ),
+        "",
+        f"## Delay added between chunks (upstream spaces 20 chunks by {gap_delay_ms} ms)",
+        "",
+        "Added = gap between two content chunks at the client minus the gap at which the mock",
+        "sent them (send times ride in the chunks); transit = arrival minus send time, per chunk.",
+        f"{args.gap_requests} requests one after another per round. Target (a) shows the floor of",
+        "this measurement (mock and client share core 1); the verdict below uses each round's p99",
+        "minus (a)'s p99 of the same round.",
+        "",
+        *_simple_table(
+            targets,
+            samples,
+            "| target | added p50 ms | added p99 ms | transit p50 ms | transit p99 ms "
+            "| gaps | send times seen |",
+            _gap_cells,
+        ),
+        "",
+        "## Memory after load, and other load on the machine meanwhile",
+        "",
+        "Other load = CPU used by processes outside the benchmark during the target's scenarios",
+        "(e.g. test suites of other sessions), as a share of both cores, per round.",
+        "",
+        *_simple_table(
+            targets,
+            samples,
+            "| target | VmRSS MB (max over rounds) | other load |",
+            lambda runs: (
+                f"{max(s.rss_mb for s in runs):.0f} | "
+                + " / ".join(f"{s.foreign_load:.0%}" for s in runs)
+            ),
+        ),
+        "",
+        "## Goal: CPU/request <= 1.5x raw aiohttp (plain and stream, c=32, worst round), "
+        "added chunk delay p99 < 1 ms, RSS <= 100 MB",
+        "",
+        *_verdicts(targets, samples),
+        "",
+    ]
+    path.write_text("\n".join(lines))

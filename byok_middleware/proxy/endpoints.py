@@ -1,0 +1,142 @@
+"""Steps the non-chat proxy endpoints share: who offers an endpoint, routing, metered answers.
+
+Each endpoint handler reads and validates its own input, then uses these to route the model,
+refuse an endpoint the provider does not offer (before any upstream call), forward with failover
+through ``Gateway.forward``, and answer with the cost metadata and the ledger row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+from byok_middleware.asgi import Send, dumps, send_bytes
+from byok_middleware.errors import InvalidRequest, UnsupportedEndpoint
+from byok_middleware.gateway import Call, Forwarded, Gateway
+from byok_middleware.pricing import Usage
+from byok_middleware.providers.specs import PROVIDERS, Endpoint
+from byok_middleware.proxy.chat import passthrough_headers
+from byok_middleware.proxy.metadata import CallMetadata
+from byok_middleware.proxy.models import resolve_routes
+from byok_middleware.proxy.upstream import Candidate
+from byok_middleware.router import Incoming
+
+__all__ = [
+    "JSON_HEADERS",
+    "EndpointHandler",
+    "call_metadata",
+    "forward_json",
+    "optional_str",
+    "providers_offering",
+    "require_endpoint",
+    "route_call",
+    "send_metered",
+]
+
+EndpointHandler = Callable[[Gateway, Call, Incoming], Awaitable[None]]
+"""A proxied endpoint: reads its request from ``Incoming`` and answers through its ``send``."""
+
+JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+
+
+def providers_offering(endpoint: Endpoint) -> list[str]:
+    """The providers whose spec lists ``endpoint``, in the table's order."""
+    return [name for name, spec in PROVIDERS.items() if endpoint in spec.endpoints]
+
+
+def require_endpoint(provider: str, endpoint: Endpoint) -> None:
+    """Raise ``UnsupportedEndpoint`` (400) when ``provider`` does not offer ``endpoint``."""
+    if endpoint in PROVIDERS[provider].endpoints:
+        return
+    raise UnsupportedEndpoint(
+        f"{provider} does not offer {endpoint.value}; use a model of a provider that does: "
+        + ", ".join(providers_offering(endpoint)),
+        param="model",
+    )
+
+
+def route_call(gateway: Gateway, call: Call, model: object, endpoint: Endpoint) -> None:
+    """Resolve ``model`` onto ``call`` (``provider/model``, or a bare name through the gateway's
+    catalogue), keeping only providers that offer ``endpoint``; 400s otherwise."""
+    routes = resolve_routes(model, gateway.catalogue, when=gateway.clock())
+    offering = tuple(r for r in routes if endpoint in PROVIDERS[r.provider].endpoints)
+    if not offering:
+        require_endpoint(routes[0].provider, endpoint)
+    call.routes = offering
+    call.provider, call.model = offering[0].provider, offering[0].model
+
+
+def optional_str(body: dict[str, Any], name: str) -> str | None:
+    """``body[name]`` when it is a string, ``None`` when absent or null; 400 for other types."""
+    value = body.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidRequest(f"'{name}' must be a string", param=name)
+
+
+async def forward_json(
+    gateway: Gateway,
+    call: Call,
+    payload: Callable[[Call], dict[str, Any]],
+    *,
+    accept: str = "application/json",
+) -> Forwarded:
+    """POST JSON to ``call.endpoint``, with failover. ``payload(call)`` builds the body for
+    each candidate, ``call.provider`` and ``call.model`` being that candidate's by then."""
+
+    def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
+        return dumps(payload(call)), {**JSON_HEADERS, "accept": accept}
+
+    return await gateway.forward(call, path=call.endpoint, build=build)
+
+
+def call_metadata(call: Call, forwarded: Forwarded) -> CallMetadata:
+    return CallMetadata(
+        request_id=call.request_id,
+        attribution=forwarded.candidate.attribution,
+        provider=call.provider,
+        model=call.model,
+        key_id=forwarded.candidate.key_id,
+        attempts=call.attempts,
+    )
+
+
+async def send_metered(
+    gateway: Gateway,
+    call: Call,
+    forwarded: Forwarded,
+    send: Send,
+    *,
+    raw: bytes,
+    data: Any,
+    usage: Usage | None,
+    cost: Decimal | None,
+) -> None:
+    """Record the ledger row and send the upstream answer with the metadata.
+
+    A JSON object (``data``) gets the metadata object under ``config.metadata_field``; any other
+    body (plain-text transcripts) is sent byte for byte with the upstream content type and
+    carries the metadata in the ``x-byok-*`` headers only.
+    """
+    response = forwarded.response
+    meta = call_metadata(call, forwarded)
+    meta.cost_usd = cost
+    gateway.record(
+        call,
+        candidate=forwarded.candidate,
+        usage=usage,
+        cost=cost,
+        status_code=response.status_code,
+    )
+    if isinstance(data, dict):
+        data[gateway.config.metadata_field] = meta.as_dict()
+        raw = dumps(data)
+    content_type = response.headers.get("content-type", "application/json")
+    await send_bytes(
+        send,
+        response.status_code,
+        raw,
+        content_type=content_type.encode("latin-1"),
+        extra_raw=meta.headers(with_cost=True) + passthrough_headers(response.headers),
+    )

@@ -1,0 +1,120 @@
+"""The attempt loop behind ``Gateway.forward``: try candidates in order, learn key health.
+
+* 2xx: served (a stream once its first SSE event arrived). The key's ``last_used_at`` is noted
+  (throttled) and an expired cooldown ends (status back to ``active``).
+* connect error, timeout (connect, headers or first event), a 2xx stream that ends or dies
+  before its first event, 408, 5xx, 529: next candidate; the key stays usable, ``last_error``
+  notes it (throttled). The provider is sick, not the key.
+* 401 / 403 (also Gemini's 400 for a bad key): next candidate; the key becomes ``invalid``.
+* 429 (also Gemini's RESOURCE_EXHAUSTED): next candidate; the key is ``cooling_down`` until
+  ``retry-after`` (or a bounded backoff).
+* any other 4xx: no failover; the error is relayed (the request is wrong, not the key).
+
+When every candidate failed the client gets the last error (OpenAI shape, redacted).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+
+from byok_middleware.errors import BYOKError, UpstreamUnavailable
+from byok_middleware.proxy.health import Outcome, classify, retry_after_seconds
+from byok_middleware.proxy.upstream import (
+    Candidate,
+    EmptyStream,
+    auth_headers,
+    await_first_event,
+    normalize_error,
+    upstream_url,
+)
+
+if TYPE_CHECKING:
+    from byok_middleware.gateway import BuildRequest, Call, Forwarded, Gateway
+    from byok_middleware.proxy.routing import RoutePlan
+
+__all__ = ["attempt_candidates"]
+
+
+async def attempt_candidates(
+    gateway: Gateway,
+    call: Call,
+    plan: RoutePlan,
+    *,
+    path: str,
+    build: BuildRequest,
+    method: str,
+    stream: bool,
+) -> Forwarded:
+    from byok_middleware.gateway import Forwarded
+
+    last_error: BYOKError | None = None
+    for candidate in plan.candidates:
+        call.attempts += 1
+        call.provider = candidate.provider
+        if candidate.model:
+            call.model = candidate.model
+        call.redactor = gateway.redactor_for(candidate)
+        content, headers = build(candidate)
+        headers.update(auth_headers(candidate.provider, candidate.secret))
+        base = gateway.config.base_url(candidate.provider)
+        url = upstream_url(base, candidate.provider, path)
+        await gateway.limits.attempted(candidate.record)
+        request = gateway.client.build_request(method, url, content=content, headers=headers)
+        try:
+            response = await gateway.client.send(request, stream=True)
+            if stream and response.status_code < 400:
+                await await_first_event(response)
+        except httpx.TimeoutException:
+            last_error = UpstreamUnavailable(
+                f"{candidate.provider} did not answer in time", status_code=504, code="timeout"
+            )
+            gateway.health.provider_failed(candidate.record, "timeout")
+            continue
+        except (httpx.HTTPError, EmptyStream):
+            last_error = UpstreamUnavailable(
+                f"{candidate.provider} could not be reached or ended the answer before it began"
+            )
+            gateway.health.provider_failed(candidate.record, "connection error")
+            continue
+        if response.status_code < 400:
+            await gateway.health.succeeded(candidate.record)
+            return Forwarded(response, candidate)
+        last_error, outcome = await _failed(gateway, call, candidate, response)
+        if not outcome.fails_over:
+            break
+    if last_error is None:
+        raise RuntimeError("no attempt was made")  # the caller checked for candidates
+    raise last_error
+
+
+async def _failed(
+    gateway: Gateway, call: Call, candidate: Candidate, response: httpx.Response
+) -> tuple[BYOKError, Outcome]:
+    """Read and close an error answer; note what it says about the key."""
+    try:
+        body = await response.aread()
+    except httpx.HTTPError:
+        body = b""
+    finally:
+        await response.aclose()
+    error = normalize_error(
+        candidate.provider,
+        response.status_code,
+        body,
+        redactor=call.redactor,
+        attribution=candidate.attribution,
+        retry_after=response.headers.get("retry-after"),
+    )
+    outcome = classify(error.status_code)
+    record = candidate.record
+    status = str(response.status_code)
+    if record is not None and outcome is Outcome.KEY_REJECTED:
+        await gateway.health.rejected(record, response.status_code)
+    elif record is not None and outcome is Outcome.RATE_LIMITED:
+        wait = retry_after_seconds(response.headers, body, gateway.clock())
+        await gateway.health.rate_limited(record, response.status_code, wait)
+    elif outcome is Outcome.PROVIDER_FAILED:
+        gateway.health.provider_failed(record, status)
+    return error, outcome
