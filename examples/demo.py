@@ -73,16 +73,29 @@ def main() -> int:
         **{f"BYOK_BASE_URL_{p.upper()}": url for p, url in fake.base_urls().items()},
     }
     _title("1. A tenant and its gateway API key (python -m byok_middleware tenant create demo)")
-    created = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+    created = subprocess.run(
         [sys.executable, "-m", "byok_middleware", "tenant", "create", "demo"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     gateway_key = created.stdout.strip().splitlines()[-1]
     print(created.stdout.strip().splitlines()[0])
 
     server = subprocess.Popen(  # noqa: S603 - uvicorn serving the example app
-        [sys.executable, "-m", "uvicorn", "examples.fastapi_app.app:app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "examples.fastapi_app.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
@@ -96,8 +109,9 @@ def main() -> int:
         _show("GET /", http.get("/").json())
 
         _title("3. Register the tenant's own OpenAI key: POST /v1/byok/providers")
-        view = http.post("/v1/byok/providers",
-                         json={"provider": "openai", "api_key": TENANT_KEY, "priority": 1}).json()
+        view = http.post(
+            "/v1/byok/providers", json={"provider": "openai", "api_key": TENANT_KEY, "priority": 1}
+        ).json()
         _show("key view (never the key itself)", view)
 
         _title("4. Plain chat with the openai SDK: model openai/gpt-4o")
@@ -106,13 +120,16 @@ def main() -> int:
         )
         print("answer:", completion.choices[0].message.content)
         _show("xantly_metadata", (completion.model_extra or {})["xantly_metadata"])
-        print("upstream received the tenant's key:",
-              fake.requests_for("openai")[-1].api_key == TENANT_KEY)
+        print(
+            "upstream received the tenant's key:",
+            fake.requests_for("openai")[-1].api_key == TENANT_KEY,
+        )
 
         _title("5. Streamed chat: chunks arrive as the provider sends them")
         last: Any = None
         for chunk in client.chat.completions.create(
-            model="openai/gpt-4o", messages=[{"role": "user", "content": "Stream please"}],
+            model="openai/gpt-4o",
+            messages=[{"role": "user", "content": "Stream please"}],
             stream=True,
         ):
             for choice in chunk.choices:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the project's fake upstream, a real uvicorn gateway, tenants on a real SQLite file."""
+"""Shared fixtures: the fake upstream, a real uvicorn gateway, tenants on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -86,9 +86,7 @@ class Gateway:
 
 
 @pytest.fixture
-def start_gateway(
-    fake: FakeUpstream, tmp_path: Path
-) -> Iterator[Callable[..., Gateway]]:
+def start_gateway(fake: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Start the FastAPI example with a config pointed at the fake upstream (overridable)."""
     started: list[ServerThread] = []
 

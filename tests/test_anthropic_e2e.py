@@ -26,8 +26,12 @@ TOOLS: list[Any] = [
     }
 ]
 # claude-sonnet-4-5: $3 input, $0.30 cache read, $3.75 cache write, $15 output per 1M tokens.
-USAGE = {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 1000,
-         "cache_read_input_tokens": 2000}
+USAGE = {
+    "input_tokens": 100,
+    "output_tokens": 20,
+    "cache_creation_input_tokens": 1000,
+    "cache_read_input_tokens": 2000,
+}
 COST = (100 * 3 + 2000 * 0.3 + 1000 * 3.75 + 20 * 15) / 1e6
 
 
@@ -80,9 +84,13 @@ def test_streamed_tool_call_assembles_like_the_plain_one(gateway: Gateway) -> No
     streamed_call = streamed.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert plain.choices[0].finish_reason == streamed.choices[0].finish_reason == "tool_calls"
     assert plain_call.function.name == streamed_call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert json.loads(plain_call.function.arguments) == json.loads(  # type: ignore[union-attr]
-        streamed_call.function.arguments  # type: ignore[union-attr]
-    ) == {"city": "Paris"}
+    assert (
+        json.loads(plain_call.function.arguments)
+        == json.loads(  # type: ignore[union-attr]
+            streamed_call.function.arguments  # type: ignore[union-attr]
+        )
+        == {"city": "Paris"}
+    )
     assert plain.choices[0].message.content == streamed.choices[0].message.content
 
 
@@ -125,7 +133,9 @@ def test_error_after_200_becomes_an_error_event(gateway: Gateway, fake: FakeUpst
             pass
 
 
-def test_unsupported_parameter_is_a_400_before_upstream(gateway: Gateway, fake: FakeUpstream) -> None:
+def test_unsupported_parameter_is_a_400_before_upstream(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
     """n>1 cannot be honoured by Anthropic: a 400 naming the param, nothing sent upstream."""
     gateway.add_key("acme", "anthropic", ANTHROPIC_KEY)
     with pytest.raises(openai.BadRequestError) as caught:

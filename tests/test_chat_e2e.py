@@ -23,7 +23,9 @@ def metadata(completion: Any) -> dict[str, Any]:
     return dict(completion.model_extra["xantly_metadata"])
 
 
-def test_tenant_key_pays_and_is_what_upstream_receives(gateway: Gateway, fake: FakeUpstream) -> None:
+def test_tenant_key_pays_and_is_what_upstream_receives(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
     """A tenant with an OpenAI key is served with it: attribution byok, its key id, exact cost."""
     key = gateway.add_key("acme", "openai", TENANT_KEY)
     completion = gateway.openai("acme").chat.completions.create(
@@ -71,8 +73,9 @@ def test_no_key_at_all_is_a_clear_error(start_gateway: Any, fake: FakeUpstream) 
     """No tenant key and no platform key: a 400 naming the provider and how to register a key."""
     gateway = start_gateway(platform_keys={})
     with pytest.raises(openai.BadRequestError) as caught:
-        gateway.openai("acme").chat.completions.create(model="groq/llama-3.3-70b-versatile",
-                                                       messages=MESSAGES)
+        gateway.openai("acme").chat.completions.create(
+            model="groq/llama-3.3-70b-versatile", messages=MESSAGES
+        )
     message = caught.value.body["message"]  # type: ignore[index]
     assert "groq" in message and "/byok/providers" in message
     assert fake.requests == []
@@ -91,10 +94,12 @@ def test_provider_prefix_is_stripped_only_once(gateway: Gateway, fake: FakeUpstr
 
 
 def _sse_events(lines: list[tuple[float, str]]) -> list[tuple[float, str]]:
-    return [(t, line[len("data: "):]) for t, line in lines if line.startswith("data: ")]
+    return [(t, line[len("data: ") :]) for t, line in lines if line.startswith("data: ")]
 
 
-def test_stream_arrives_incrementally_with_metadata_last(gateway: Gateway, fake: FakeUpstream) -> None:
+def test_stream_arrives_incrementally_with_metadata_last(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
     """Chunks are relayed as they arrive; the event before [DONE] carries the metadata."""
     gateway.add_key("acme", "openai", TENANT_KEY)
     fake.chunk_delay = 0.25
@@ -173,18 +178,26 @@ def test_inactive_key_is_skipped(gateway: Gateway, fake: FakeUpstream) -> None:
     key = gateway.add_key("acme", "openai", TENANT_KEY, is_active=False)
     assert key["status"] == "inactive"
     client = gateway.openai("acme")
-    assert metadata(client.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES))[
-        "cost_attribution"
-    ] == "xantly"
+    assert (
+        metadata(client.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES))[
+            "cost_attribution"
+        ]
+        == "xantly"
+    )
     with gateway.client("acme") as http:
         view = http.put(f"/v1/byok/providers/{key['id']}", json={"is_active": True}).json()
     assert view["status"] == "active"
-    assert metadata(client.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES))[
-        "cost_attribution"
-    ] == "byok"
+    assert (
+        metadata(client.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES))[
+            "cost_attribution"
+        ]
+        == "byok"
+    )
 
 
-def test_upstream_error_that_echoes_the_key_is_redacted(gateway: Gateway, fake: FakeUpstream) -> None:
+def test_upstream_error_that_echoes_the_key_is_redacted(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
     """OpenAI's 401 echoes part of the key; the client gets our message, never the key."""
     gateway.add_key("acme", "openai", TENANT_KEY)
     fake.script("openai", Scripted.invalid_key("openai"))

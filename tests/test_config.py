@@ -46,14 +46,18 @@ def test_defaults_follow_the_contract() -> None:
 
 def test_missing_master_key_names_the_variable_and_the_fix() -> None:
     """A config without a master key fails when the keyring is needed, saying how to make one."""
-    with pytest.raises(ConfigurationError, match="BYOK_MASTER_KEY.*master-key"):
+    with pytest.raises(ConfigurationError, match=r"BYOK_MASTER_KEY.*master-key"):
         BYOKConfig.from_env({}).keyring()
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("BYOK_ALLOW_PLATFORM_FALLBACK", "maybe"), ("BYOK_MAX_BODY_BYTES", "lots"),
-     ("BYOK_MAX_BODY_BYTES", "-1"), ("BYOK_METADATA_FIELD", "a b")],
+    [
+        ("BYOK_ALLOW_PLATFORM_FALLBACK", "maybe"),
+        ("BYOK_MAX_BODY_BYTES", "lots"),
+        ("BYOK_MAX_BODY_BYTES", "-1"),
+        ("BYOK_METADATA_FIELD", "a b"),
+    ],
 )
 def test_malformed_values_are_refused(name: str, value: str) -> None:
     """Bad env values raise ConfigurationError naming the variable."""

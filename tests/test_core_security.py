@@ -51,8 +51,9 @@ def test_canary_key_never_leaves(
         return response
 
     with gateway.client("acme") as http:
-        key = keep(http.post("/v1/byok/providers",
-                             json={"provider": "openai", "api_key": CANARY})).json()
+        key = keep(
+            http.post("/v1/byok/providers", json={"provider": "openai", "api_key": CANARY})
+        ).json()
         keep(http.get("/v1/byok/providers"))
         keep(http.get(f"/v1/byok/providers/{key['id']}"))
         keep(http.put(f"/v1/byok/providers/{key['id']}", json={"label": "main"}))
@@ -110,26 +111,41 @@ def test_tenants_are_isolated(gateway: Gateway, fake: FakeUpstream) -> None:
     [
         ("/v1/byok/providers", b"{not json", 400, None),
         ("/v1/byok/providers", b"[1, 2]", 400, None),
-        ("/v1/byok/providers", b'{"provider": "openai", "api_key": "sk-x", "priority": "1"}', 422,
-         "priority"),
+        (
+            "/v1/byok/providers",
+            b'{"provider": "openai", "api_key": "sk-x", "priority": "1"}',
+            422,
+            "priority",
+        ),
         ("/v1/byok/providers", b'{"provider": "mistral", "api_key": "sk-x"}', 422, "provider"),
         ("/v1/byok/providers", b'{"provider": "openai"}', 422, "api_key"),
         ("/v1/byok/providers", b'{"provider": "openai", "api_key": "sk x"}', 422, "api_key"),
-        ("/v1/byok/providers", b'{"provider": "openai", "api_key": "sk-x", "extra": 1}', 422,
-         "extra"),
-        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}]}', 400,
-         "model"),
+        (
+            "/v1/byok/providers",
+            b'{"provider": "openai", "api_key": "sk-x", "extra": 1}',
+            422,
+            "extra",
+        ),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}]}', 400, "model"),
         ("/v1/chat/completions", b'{"model": "openai/gpt-4o"}', 400, "messages"),
         ("/v1/chat/completions", b'{"model": 42, "messages": []}', 400, "model"),
         # A bare name no provider is known to serve (bare gpt-4o routes to openai: issue 5).
-        ("/v1/chat/completions", b'{"model": "no-such-model", "messages": [{"role": "user"}]}',
-         400, "model"),
+        (
+            "/v1/chat/completions",
+            b'{"model": "no-such-model", "messages": [{"role": "user"}]}',
+            400,
+            "model",
+        ),
         ("/v1/chat/completions", b"x" * 5000, 413, None),
         ("/v1/byok/providers", b"[" * 200 + b"]" * 200, 400, None),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
-    start_gateway: Any, fake: FakeUpstream, path: str, content: bytes, status: int,
+    start_gateway: Any,
+    fake: FakeUpstream,
+    path: str,
+    content: bytes,
+    status: int,
     param: str | None,
 ) -> None:
     """Malformed JSON, wrong types, unknown provider, missing model, oversized body."""
@@ -148,7 +164,8 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "authorization", [None, "Bearer byok_unknown-but-well-formed-000000000", "Bearer sk-x", "Basic x"]
+    "authorization",
+    [None, "Bearer byok_unknown-but-well-formed-000000000", "Bearer sk-x", "Basic x"],
 )
 def test_missing_or_unknown_gateway_key_is_401(gateway: Gateway, authorization: str | None) -> None:
     """No tenant, no access; the answer says nothing about which tenants exist."""

@@ -37,8 +37,11 @@ def test_envelope_names_version_and_key_id() -> None:
 
 @pytest.mark.parametrize(
     ("tenant", "record", "provider"),
-    [("tenant-b", "key_1", "openai"), ("tenant-a", "key_2", "openai"),
-     ("tenant-a", "key_1", "groq")],
+    [
+        ("tenant-b", "key_1", "openai"),
+        ("tenant-a", "key_2", "openai"),
+        ("tenant-a", "key_1", "groq"),
+    ],
 )
 def test_ciphertext_is_bound_to_tenant_record_and_provider(
     tenant: str, record: str, provider: str
@@ -80,8 +83,14 @@ def test_key_without_id_gets_a_stable_id() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["", "   ", "not-base64!!", base64.urlsafe_b64encode(b"short").decode(),
-     "a:" + generate_master_key() + ",a:" + generate_master_key(), "bad id:" + generate_master_key()],
+    [
+        "",
+        "   ",
+        "not-base64!!",
+        base64.urlsafe_b64encode(b"short").decode(),
+        "a:" + generate_master_key() + ",a:" + generate_master_key(),
+        "bad id:" + generate_master_key(),
+    ],
 )
 def test_bad_master_keys_are_refused_with_a_hint(spec: str) -> None:
     """Missing or malformed keys raise ConfigurationError naming the variable."""

@@ -69,9 +69,19 @@ async def test_resolve_tenant_takes_sync_and_async_callables() -> None:
 
 def _row(request_id: str) -> UsageRecord:
     return UsageRecord(
-        request_id=request_id, tenant_id="t", key_id=None, provider="openai", model="gpt-4o",
-        endpoint="/chat/completions", attribution="xantly", prompt_tokens=1, completion_tokens=1,
-        cached_tokens=0, cost_usd=Decimal("0.1"), status_code=200, latency_ms=1.0,
+        request_id=request_id,
+        tenant_id="t",
+        key_id=None,
+        provider="openai",
+        model="gpt-4o",
+        endpoint="/chat/completions",
+        attribution="xantly",
+        prompt_tokens=1,
+        completion_tokens=1,
+        cached_tokens=0,
+        cost_usd=Decimal("0.1"),
+        status_code=200,
+        latency_ms=1.0,
         created_at=datetime.now(UTC),
     )
 

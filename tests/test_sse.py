@@ -10,7 +10,7 @@ from byok_middleware.proxy.stream import _has_usage, _is_error
 STREAM = (
     b'data: {"a":1}\n\n'
     b": keep-alive\n\n"
-    b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n"
+    b'event: message_start\ndata: {"type":"message_start"}\n\n'
     b'data: {"b":2}\r\n\r\n'
     b"data: line1\ndata: line2\n\n"
     b"data: [DONE]\n\n"
@@ -72,5 +72,7 @@ def test_usage_byte_check(data: bytes, expected: bool) -> None:
 def test_error_byte_check() -> None:
     """A top-level error object is recognised; content mentioning 'error' deep inside is not."""
     assert _is_error(b'{"error":{"message":"x"}}')
-    assert not _is_error(b'{"id":"c","object":"chat.completion.chunk","choices":[{"delta":'
-                         b'{"content":"\\"error\\""}}]}')
+    assert not _is_error(
+        b'{"id":"c","object":"chat.completion.chunk","choices":[{"delta":'
+        b'{"content":"\\"error\\""}}]}'
+    )
