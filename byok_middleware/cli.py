@@ -45,10 +45,26 @@ async def _tenant(args: argparse.Namespace) -> int:
             if not await store.revoke_tenant(args.name, utcnow()):
                 print(f"error: no active tenant named {args.name!r}", file=sys.stderr)
                 return 1
+            await _tell_replicas()
             print(f"revoked tenant {args.name} and its gateway keys")
     finally:
         await store.close()
     return 0
+
+
+async def _tell_replicas() -> None:
+    """With Redis configured, make every running replica drop its cached gateway-key lookups."""
+    redis_url = BYOKConfig.from_env().redis_url
+    if not redis_url:
+        return  # single replica: the revocation is seen when its lookup cache expires
+    from byok_middleware.shared import EVERY_TENANT
+    from byok_middleware.shared.redis_bus import RedisBus
+
+    bus = RedisBus(redis_url)
+    try:
+        await bus.publish(EVERY_TENANT)
+    finally:
+        await bus.close()
 
 
 def _serve(args: argparse.Namespace) -> int:
