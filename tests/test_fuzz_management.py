@@ -124,7 +124,7 @@ json_values = st.recursive(
 )
 field_values = st.one_of(
     json_values,
-    st.sampled_from(PROVIDERS + ["mistral", "", "OPENAI"]),
+    st.sampled_from([*PROVIDERS, "mistral", "", "OPENAI"]),
     st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=40),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.sampled_from(

@@ -84,7 +84,7 @@ def drive_everything(gateway: Gateway, fake: FakeUpstream, keep: Recorder) -> No
         keep(http.get("/v1/byok/providers"))
         keep(http.get(f"/v1/byok/providers/{ids['openai']}"))
         keep(http.patch(f"/v1/byok/providers/{ids['openai']}", json={"priority": 2}))
-        for provider, model in MODELS.items():
+        for model in MODELS.values():
             chat = {"model": model, "messages": MESSAGES}
             keep(http.post("/v1/chat/completions", json=chat))
             keep(http.post("/v1/chat/completions", json={**chat, "stream": True}))

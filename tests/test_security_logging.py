@@ -20,7 +20,7 @@ PLAIN_KEY = "plain-tenant-key-without-any-known-shape-QZXW"
 
 
 def test_every_logger_of_the_http_stack_and_ours_is_filtered() -> None:
-    """After install, each logger under our roots that the installed packages create has the filter."""
+    """After install, every logger the installed packages create under our roots is filtered."""
     for module in (
         "httpx",
         "httpcore",
