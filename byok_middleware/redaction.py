@@ -22,6 +22,7 @@ import logging
 import re
 import traceback
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "REDACTED",
     "RedactingFilter",
     "Redactor",
+    "bind_call_redactor",
     "install_log_redaction",
     "redact",
 ]
@@ -149,6 +151,17 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 _PLAIN = (int, float, bool, type(None))
 
 
+_CALL_REDACTOR: ContextVar[Redactor | None] = ContextVar("byok_call_redactor", default=None)
+
+
+def bind_call_redactor(redactor: Redactor) -> None:
+    """Make log records emitted in this request's context redact ``redactor``'s secrets too.
+
+    Each ASGI request runs in its own task, hence its own context: the binding ends with it.
+    """
+    _CALL_REDACTOR.set(redactor)
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts a record before any handler sees it.
 
@@ -171,30 +184,37 @@ class RedactingFilter(logging.Filter):
         if isinstance(value, _PLAIN):
             return value  # keeps %d and %.2f working
         if isinstance(value, str):
-            return self.redactor(value)
+            return self._redact(value)
         text = repr(value)
-        return value if self.redactor(text) == text else self.redactor(text)
+        return value if self._redact(text) == text else self._redact(text)
+
+    def _redact(self, text: str) -> str:
+        # The call's own redactor knows the tenant key in use, whatever its shape.
+        call_redactor = _CALL_REDACTOR.get()
+        if call_redactor is not None:
+            text = call_redactor(text)
+        return self.redactor(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         original = _render(record)
         if isinstance(record.msg, str):
-            record.msg = self.redactor(record.msg)
+            record.msg = self._redact(record.msg)
         args = record.args
         if isinstance(args, tuple):
             record.args = tuple(self._arg(a) for a in args)
         elif isinstance(args, Mapping):
             record.args = {k: self._arg(v) for k, v in args.items()}
         rendered = _render(record)
-        if not isinstance(record.msg, str) or self.redactor(rendered) != rendered:
-            record.msg, record.args = self.redactor(original), None
+        if not isinstance(record.msg, str) or self._redact(rendered) != rendered:
+            record.msg, record.args = self._redact(original), None
         if record.exc_info and record.exc_info[1] is not None:
             text = "".join(traceback.format_exception(record.exc_info[1]))
-            record.exc_text = self.redactor(text.rstrip("\n"))
+            record.exc_text = self._redact(text.rstrip("\n"))
             record.exc_info = None
         elif record.exc_text:
-            record.exc_text = self.redactor(record.exc_text)
+            record.exc_text = self._redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = self.redactor(record.stack_info)
+            record.stack_info = self._redact(record.stack_info)
         return True
 
 

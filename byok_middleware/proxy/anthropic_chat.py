@@ -16,8 +16,9 @@ from byok_middleware.asgi import Receive, Send, dumps
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers import anthropic
-from byok_middleware.proxy.chat import JSON_HEADERS, read_json, send_priced_json
+from byok_middleware.proxy.chat import JSON_HEADERS
 from byok_middleware.proxy.metadata import CallMetadata
+from byok_middleware.proxy.respond import call_metadata, read_json, send_metered
 from byok_middleware.proxy.sse import SSESplitter, encode_event, parse_event
 from byok_middleware.proxy.stream import interrupted_event, run_until_disconnect, sse_start
 from byok_middleware.proxy.upstream import Candidate
@@ -44,14 +45,7 @@ async def handle_anthropic_chat(
 
     stream = body.get("stream") is True
     forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
-    meta = CallMetadata(
-        request_id=call.request_id,
-        attribution=forwarded.candidate.attribution,
-        provider=call.provider,
-        model=call.model,
-        key_id=forwarded.candidate.key_id,
-        attempts=call.attempts,
-    )
+    meta = call_metadata(call, forwarded)
     if stream:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -77,15 +71,15 @@ async def handle_anthropic_chat(
             json_mode=json_mode,
         )
         usage = usage_from_openai(data.get("usage"), provider=call.provider)
-    await send_priced_json(
+    await send_metered(
         gateway,
         call,
         forwarded,
-        meta,
         send,
         raw=raw,
         data=data,
         usage=usage,
+        cost=gateway.cost(call, usage),
         extra_headers=_rate_limit_headers(forwarded.response),
     )
 

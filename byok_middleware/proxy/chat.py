@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from byok_middleware.asgi import Receive, Send, dumps, send_bytes
+from byok_middleware.asgi import Receive, Send, dumps
 from byok_middleware.errors import InvalidRequest
-from byok_middleware.gateway import Call, Forwarded, Gateway
-from byok_middleware.pricing import Usage, usage_from_openai
+from byok_middleware.gateway import Call, Gateway
+from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
-from byok_middleware.proxy.metadata import CallMetadata
+from byok_middleware.proxy.respond import call_metadata, read_json, send_metered
 from byok_middleware.proxy.stream import relay_openai_stream
 from byok_middleware.proxy.upstream import Candidate
 
@@ -61,20 +60,17 @@ async def handle_chat(
         await handle_anthropic_chat(gateway, call, body, receive, send)
         return
 
-    payload = _upstream_body(body, call.model, stream=stream)
+    payloads: dict[str, bytes] = {}
 
     def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
-        return payload, dict(JSON_HEADERS)
+        # A bare model name may be served by several providers under different ids.
+        model = candidate.model or call.model
+        if model not in payloads:
+            payloads[model] = _upstream_body(body, model, stream=stream)
+        return payloads[model], dict(JSON_HEADERS)
 
     forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
-    meta = CallMetadata(
-        request_id=call.request_id,
-        attribution=forwarded.candidate.attribution,
-        provider=call.provider,
-        model=call.model,
-        key_id=forwarded.candidate.key_id,
-        attempts=call.attempts,
-    )
+    meta = call_metadata(call, forwarded)
     if stream:
         await relay_openai_stream(
             gateway,
@@ -86,86 +82,19 @@ async def handle_chat(
             send=send,
         )
         return
-    await answer_json(gateway, call, forwarded, meta, send)
-
-
-async def read_json(forwarded: Forwarded) -> tuple[bytes, Any]:
-    """The whole upstream body and its JSON (None when it is not JSON); closes the response."""
-    response = forwarded.response
-    try:
-        raw = await response.aread()
-    finally:
-        await response.aclose()
-    try:
-        return raw, json.loads(raw)
-    except ValueError:
-        return raw, None
-
-
-async def answer_json(
-    gateway: Gateway, call: Call, forwarded: Forwarded, meta: CallMetadata, send: Send
-) -> None:
-    """Read an OpenAI-wire JSON answer, price its usage, add the metadata object, send it."""
     raw, data = await read_json(forwarded)
     usage = (
         usage_from_openai(data.get("usage"), provider=call.provider)
         if isinstance(data, dict)
         else None
     )
-    await send_priced_json(
+    await send_metered(
         gateway,
         call,
         forwarded,
-        meta,
         send,
         raw=raw,
         data=data,
         usage=usage,
-        extra_headers=passthrough_headers(forwarded.response.headers),
+        cost=gateway.cost(call, usage),
     )
-
-
-async def send_priced_json(
-    gateway: Gateway,
-    call: Call,
-    forwarded: Forwarded,
-    meta: CallMetadata,
-    send: Send,
-    *,
-    raw: bytes,
-    data: Any,
-    usage: Usage | None,
-    extra_headers: list[tuple[bytes, bytes]],
-) -> None:
-    """Price ``usage``, record the ledger row, and send ``data`` with the metadata added."""
-    response = forwarded.response
-    meta.cost_usd = gateway.cost(call, usage)
-    gateway.record(
-        call,
-        candidate=forwarded.candidate,
-        usage=usage,
-        cost=meta.cost_usd,
-        status_code=response.status_code,
-    )
-    if isinstance(data, dict):
-        data[gateway.config.metadata_field] = meta.as_dict()
-        raw = dumps(data)
-    await send_bytes(
-        send,
-        response.status_code,
-        raw,
-        content_type=response.headers.get("content-type", "application/json").encode("latin-1"),
-        extra_raw=meta.headers(with_cost=True) + extra_headers,
-    )
-
-
-_PASSTHROUGH = ("x-ratelimit-", "retry-after", "openai-processing-ms", "x-request-id")
-
-
-def passthrough_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    """Upstream headers that help clients back off (rate limits), never hop-by-hop ones."""
-    return [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in headers.items()
-        if k.startswith(_PASSTHROUGH)
-    ]

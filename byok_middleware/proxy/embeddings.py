@@ -21,8 +21,8 @@ from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.chat import read_json
-from byok_middleware.proxy.endpoints import forward_json, optional_str, route_call, send_metered
+from byok_middleware.proxy.endpoints import forward_json, optional_str, route_call
+from byok_middleware.proxy.respond import read_json, send_metered
 from byok_middleware.router import Incoming
 
 __all__ = ["encode_float32_base64", "handle_embeddings"]

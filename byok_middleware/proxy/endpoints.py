@@ -8,16 +8,12 @@ through ``Gateway.forward``, and answer with the cost metadata and the ledger ro
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Any
 
-from byok_middleware.asgi import Send, dumps, send_bytes
+from byok_middleware.asgi import dumps
 from byok_middleware.errors import InvalidRequest, UnsupportedEndpoint
 from byok_middleware.gateway import Call, Forwarded, Gateway
-from byok_middleware.pricing import Usage
 from byok_middleware.providers.specs import PROVIDERS, Endpoint
-from byok_middleware.proxy.chat import passthrough_headers
-from byok_middleware.proxy.metadata import CallMetadata
 from byok_middleware.proxy.models import resolve_routes
 from byok_middleware.proxy.upstream import Candidate
 from byok_middleware.router import Incoming
@@ -25,13 +21,11 @@ from byok_middleware.router import Incoming
 __all__ = [
     "JSON_HEADERS",
     "EndpointHandler",
-    "call_metadata",
     "forward_json",
     "optional_str",
     "providers_offering",
     "require_endpoint",
     "route_call",
-    "send_metered",
 ]
 
 EndpointHandler = Callable[[Gateway, Call, Incoming], Awaitable[None]]
@@ -89,54 +83,3 @@ async def forward_json(
         return dumps(payload(call)), {**JSON_HEADERS, "accept": accept}
 
     return await gateway.forward(call, path=call.endpoint, build=build)
-
-
-def call_metadata(call: Call, forwarded: Forwarded) -> CallMetadata:
-    return CallMetadata(
-        request_id=call.request_id,
-        attribution=forwarded.candidate.attribution,
-        provider=call.provider,
-        model=call.model,
-        key_id=forwarded.candidate.key_id,
-        attempts=call.attempts,
-    )
-
-
-async def send_metered(
-    gateway: Gateway,
-    call: Call,
-    forwarded: Forwarded,
-    send: Send,
-    *,
-    raw: bytes,
-    data: Any,
-    usage: Usage | None,
-    cost: Decimal | None,
-) -> None:
-    """Record the ledger row and send the upstream answer with the metadata.
-
-    A JSON object (``data``) gets the metadata object under ``config.metadata_field``; any other
-    body (plain-text transcripts) is sent byte for byte with the upstream content type and
-    carries the metadata in the ``x-byok-*`` headers only.
-    """
-    response = forwarded.response
-    meta = call_metadata(call, forwarded)
-    meta.cost_usd = cost
-    gateway.record(
-        call,
-        candidate=forwarded.candidate,
-        usage=usage,
-        cost=cost,
-        status_code=response.status_code,
-    )
-    if isinstance(data, dict):
-        data[gateway.config.metadata_field] = meta.as_dict()
-        raw = dumps(data)
-    content_type = response.headers.get("content-type", "application/json")
-    await send_bytes(
-        send,
-        response.status_code,
-        raw,
-        content_type=content_type.encode("latin-1"),
-        extra_raw=meta.headers(with_cost=True) + passthrough_headers(response.headers),
-    )

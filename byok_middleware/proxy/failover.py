@@ -29,6 +29,7 @@ from byok_middleware.proxy.upstream import (
     normalize_error,
     upstream_url,
 )
+from byok_middleware.redaction import bind_call_redactor
 
 if TYPE_CHECKING:
     from byok_middleware.gateway import BuildRequest, Call, Forwarded, Gateway
@@ -56,6 +57,7 @@ async def attempt_candidates(
         if candidate.model:
             call.model = candidate.model
         call.redactor = gateway.redactor_for(candidate)
+        bind_call_redactor(call.redactor)
         content, headers = build(candidate)
         headers.update(auth_headers(candidate.provider, candidate.secret))
         base = gateway.config.base_url(candidate.provider)

@@ -28,7 +28,7 @@ from byok_middleware.errors import BYOKError
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.providers.anthropic import openai_model_list
 from byok_middleware.providers.specs import PROVIDERS, Endpoint, WireFormat
-from byok_middleware.proxy.chat import read_json
+from byok_middleware.proxy.respond import read_json
 from byok_middleware.proxy.upstream import Candidate
 from byok_middleware.router import Incoming
 

@@ -20,9 +20,9 @@ from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import Usage
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.chat import passthrough_headers
-from byok_middleware.proxy.endpoints import call_metadata, forward_json, optional_str, route_call
+from byok_middleware.proxy.endpoints import forward_json, optional_str, route_call
 from byok_middleware.proxy.metadata import CallMetadata
+from byok_middleware.proxy.respond import call_metadata, passthrough_headers
 from byok_middleware.proxy.stream import run_until_disconnect
 from byok_middleware.router import Incoming
 

@@ -22,9 +22,9 @@ from byok_middleware.gateway import Call, Gateway
 from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import Endpoint
 from byok_middleware.proxy.audio_length import audio_seconds
-from byok_middleware.proxy.chat import read_json
-from byok_middleware.proxy.endpoints import route_call, send_metered
+from byok_middleware.proxy.endpoints import route_call
 from byok_middleware.proxy.multipart import FileField, Form, read_form
+from byok_middleware.proxy.respond import read_json, send_metered
 from byok_middleware.proxy.upstream import Candidate
 from byok_middleware.router import Incoming
 

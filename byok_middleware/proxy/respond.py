@@ -1,0 +1,95 @@
+"""Answering a proxied call: read the upstream JSON, meter it, add the metadata, send it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from byok_middleware.asgi import Send, dumps, send_bytes
+from byok_middleware.gateway import Call, Forwarded, Gateway
+from byok_middleware.pricing import Usage
+from byok_middleware.proxy.metadata import CallMetadata
+
+__all__ = ["call_metadata", "passthrough_headers", "read_json", "send_metered"]
+
+_PASSTHROUGH = ("x-ratelimit-", "retry-after", "openai-processing-ms", "x-request-id")
+
+
+def passthrough_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Upstream headers that help clients back off (rate limits), never hop-by-hop ones."""
+    return [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in headers.items()
+        if k.startswith(_PASSTHROUGH)
+    ]
+
+
+def call_metadata(call: Call, forwarded: Forwarded) -> CallMetadata:
+    """The metadata of a call served by ``forwarded.candidate`` (cost filled in later)."""
+    return CallMetadata(
+        request_id=call.request_id,
+        attribution=forwarded.candidate.attribution,
+        provider=call.provider,
+        model=call.model,
+        key_id=forwarded.candidate.key_id,
+        attempts=call.attempts,
+    )
+
+
+async def read_json(forwarded: Forwarded) -> tuple[bytes, Any]:
+    """The whole upstream body and its JSON (None when it is not JSON); closes the response."""
+    response = forwarded.response
+    try:
+        raw = await response.aread()
+    finally:
+        await response.aclose()
+    try:
+        return raw, json.loads(raw)
+    except ValueError:
+        return raw, None
+
+
+async def send_metered(
+    gateway: Gateway,
+    call: Call,
+    forwarded: Forwarded,
+    send: Send,
+    *,
+    raw: bytes,
+    data: Any,
+    usage: Usage | None,
+    cost: Decimal | None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Record the ledger row and send the upstream answer with the metadata.
+
+    A JSON object (``data``) gets the metadata object under ``config.metadata_field``; any other
+    body (plain-text transcripts) is sent byte for byte with the upstream content type and
+    carries the metadata in the ``x-byok-*`` headers only. ``extra_headers`` replace the default
+    pass-through of upstream rate-limit headers (Anthropic's are translated).
+    """
+    response = forwarded.response
+    meta = call_metadata(call, forwarded)
+    meta.cost_usd = cost
+    gateway.record(
+        call,
+        candidate=forwarded.candidate,
+        usage=usage,
+        cost=cost,
+        status_code=response.status_code,
+    )
+    if isinstance(data, dict):
+        data[gateway.config.metadata_field] = meta.as_dict()
+        raw = dumps(data)
+    if extra_headers is None:
+        extra_headers = passthrough_headers(response.headers)
+    content_type = response.headers.get("content-type", "application/json")
+    await send_bytes(
+        send,
+        response.status_code,
+        raw,
+        content_type=content_type.encode("latin-1"),
+        extra_raw=meta.headers(with_cost=True) + extra_headers,
+    )
