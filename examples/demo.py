@@ -152,7 +152,7 @@ def main() -> int:
         print(f"  host app:      {base}/")
         print(f"  gateway:       {base}/v1/chat/completions")
         print(f"  keys:          {base}/v1/byok/providers")
-        print(f"  dashboard:     {base}/v1/byok/dashboard")
+        print(f"  dashboard:     {base}/v1/byok/dashboard#key={gateway_key}")
         print(f"  gateway key:   {gateway_key}")
         print(f"  fake upstream: {fake.url}")
         if os.environ.get("BYOK_DEMO_EXIT"):

@@ -1,0 +1,134 @@
+"""The CLI, and the host app around the middleware: websockets, lifespan, its own auth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, WebSocket
+from starlette.testclient import TestClient
+
+from byok_middleware import BYOKConfig, BYOKMiddleware, generate_master_key
+from byok_middleware.crypto import Keyring
+from byok_middleware.testing import FakeUpstream
+from tests.servers import serve
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - the project's own CLI
+        [sys.executable, "-m", "byok_middleware", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_master_key_command_prints_a_usable_key() -> None:
+    """`master-key` prints a fresh 32-byte key that the keyring accepts."""
+    first, second = _cli("master-key").stdout.strip(), _cli("master-key").stdout.strip()
+    assert first != second
+    assert Keyring.parse(first).primary_id
+
+
+def test_tenant_commands(tmp_path: Path) -> None:
+    """create prints the key once as the last line; list shows it; revoke revokes it."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    created = _cli("tenant", "--database-url", url, "create", "acme")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("byok_")
+    assert _cli("tenant", "--database-url", url, "create", "acme").returncode == 1
+    listed = _cli("tenant", "--database-url", url, "list").stdout
+    assert "acme" in listed and "active" in listed and key not in listed
+    assert _cli("tenant", "--database-url", url, "revoke", "acme").returncode == 0
+    assert "revoked" in _cli("tenant", "--database-url", url, "list").stdout
+    assert _cli("tenant", "--database-url", url, "revoke", "acme").returncode == 1
+
+
+def test_missing_master_key_is_a_clear_startup_error(tmp_path: Path) -> None:
+    """The middleware refuses to start without BYOK_MASTER_KEY, naming it and the fix."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYOK_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from starlette.testclient import TestClient\n"
+            "from examples.fastapi_app.app import app\n"
+            "TestClient(app).__enter__()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode != 0
+    assert "BYOK_MASTER_KEY" in result.stderr and "master-key" in result.stderr
+
+
+def _host_app(**options: Any) -> FastAPI:
+    app = FastAPI()
+
+    @app.websocket("/v1/ws")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("echo: " + await websocket.receive_text())
+        await websocket.close()
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(BYOKMiddleware, **options)
+    return app
+
+
+def test_websockets_and_host_routes_under_the_prefix_pass_through(tmp_path: Path) -> None:
+    """A host websocket and a host route below /v1 reach the host untouched."""
+    config = BYOKConfig(
+        master_key=generate_master_key(), database_url=f"sqlite:///{tmp_path / 'b.db'}"
+    )
+    with TestClient(_host_app(config=config)) as client:
+        with client.websocket_connect("/v1/ws") as websocket:
+            websocket.send_text("hi")
+            assert websocket.receive_text() == "echo: hi"
+        assert client.get("/v1/health").json() == {"status": "ok"}
+        assert client.get("/v1/byok/providers").status_code == 401
+
+
+def test_host_auth_through_identify(tmp_path: Path, fake_session: FakeUpstream) -> None:
+    """identify= maps the host's own auth (a header here) to the tenant; keys follow the tenant."""
+
+    def identify(scope: dict[str, Any]) -> str | None:
+        for name, value in scope["headers"]:
+            if name == b"x-acme-user":
+                return "tenant-" + value.decode()
+        return None
+
+    config = BYOKConfig(
+        master_key=generate_master_key(),
+        database_url=f"sqlite:///{tmp_path / 'b.db'}",
+        base_urls=fake_session.base_urls(),
+    )
+    with serve(_host_app(config=config, identify=identify)) as server:
+        with httpx.Client(base_url=server.url, headers={"x-acme-user": "ann"}) as ann:
+            created = ann.post(
+                "/v1/byok/providers",
+                json={"provider": "openai", "api_key": "sk-ann-00000000000000000"},
+            )
+            assert created.status_code == 201
+            chat = ann.post(
+                "/v1/chat/completions",
+                json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert chat.json()["xantly_metadata"]["cost_attribution"] == "byok"
+        with httpx.Client(base_url=server.url, headers={"x-acme-user": "bob"}) as bob:
+            assert bob.get("/v1/byok/providers").json()["data"] == []
+        assert httpx.get(server.url + "/v1/byok/providers").status_code == 401
