@@ -140,7 +140,7 @@ class Gateway:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self.platform_keys = {p: SecretStr(k) for p, k in config.platform_keys.items()}
-        self.platform_redactor = Redactor(config.platform_keys.values())
+        self._redactors: dict[SecretStr, Redactor] = {}
         self.catalogue = ModelCatalogue(self.prices)
         self.health = HealthRecorder(self.keys, self.store, clock)
         self.limits = LimitTracker(self.counters, self.store, clock)
@@ -194,7 +194,14 @@ class Gateway:
         await self.store.close()
 
     def redactor_for(self, candidate: Candidate) -> Redactor:
-        return Redactor([candidate.secret.reveal(), *self.config.platform_keys.values()])
+        """The redactor for a call paying with ``candidate`` (built once per key, then reused)."""
+        redactor = self._redactors.get(candidate.secret)
+        if redactor is None:
+            if len(self._redactors) >= 4096:
+                self._redactors.clear()  # rotated-away keys must not pile up
+            redactor = Redactor([candidate.secret.reveal(), *self.config.platform_keys.values()])
+            self._redactors[candidate.secret] = redactor
+        return redactor
 
     def route_model(self, call: Call, model: object) -> None:
         """Resolve ``model`` onto ``call``: ``provider/model``, or a bare name through the

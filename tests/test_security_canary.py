@@ -191,7 +191,7 @@ def in_process_reprs(gateway: Gateway) -> str:
                 repr(core.keys),
                 repr(core.keyring),
                 repr(core.platform_keys),
-                repr(core.platform_redactor),
+                repr(core._redactors),
                 str(core.config),
             ]
             for tenant in await core.store.list_tenants():
