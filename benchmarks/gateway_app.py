@@ -1,7 +1,8 @@
 """Launcher for the gateway under test: the FastAPI example with a switchable upstream transport.
 
-``BENCH_GATEWAY_TRANSPORT=aiohttp`` (default) keeps the package's ``default_transport()``;
-``httpx`` injects ``httpx.AsyncHTTPTransport()`` (httpx's default, httpcore) with the same limits.
+``BENCH_GATEWAY_TRANSPORT=aiohttp`` (default) keeps the package's own upstream client (aiohttp
+directly); ``httpx-aiohttp`` injects httpx-aiohttp's ``AiohttpTransport`` (httpx's API over
+aiohttp) and ``httpx`` injects ``httpx.AsyncHTTPTransport()`` (httpcore), with the same limits.
 Settings otherwise come from ``BYOK_*`` variables, as in production::
 
     uvicorn --factory benchmarks.gateway_app:create
@@ -13,6 +14,7 @@ import os
 
 import httpx
 from fastapi import FastAPI
+from httpx_aiohttp import AiohttpTransport
 
 from byok_middleware import BYOKConfig
 from examples.fastapi_app.app import create_app
@@ -20,12 +22,16 @@ from examples.fastapi_app.app import create_app
 
 def create() -> FastAPI:
     choice = os.environ.get("BENCH_GATEWAY_TRANSPORT", "aiohttp")
+    limits = httpx.Limits(max_connections=512, keepalive_expiry=30)
+    transport: httpx.AsyncBaseTransport | None
     if choice == "httpx":
-        transport: httpx.AsyncBaseTransport | None = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=512, keepalive_expiry=30)
-        )
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+    elif choice == "httpx-aiohttp":
+        transport = AiohttpTransport(limits=limits)
     elif choice == "aiohttp":
-        transport = None  # the package default: AiohttpTransport
+        transport = None  # the package default: aiohttp directly
     else:
-        raise SystemExit(f"BENCH_GATEWAY_TRANSPORT must be aiohttp or httpx, not {choice!r}")
+        raise SystemExit(
+            f"BENCH_GATEWAY_TRANSPORT must be aiohttp, httpx-aiohttp or httpx, not {choice!r}"
+        )
     return create_app(config=BYOKConfig.from_env(), transport=transport)

@@ -93,10 +93,17 @@ def gateway_targets(loop: str, upstream: str, tmp: Path) -> list[Target]:
     gateway_key = out.strip().splitlines()[-1]
     argv = uvicorn_argv(python, "benchmarks.gateway_app:create", loop, factory=True)
     return [
-        Target("gateway", "(e) gateway, default AiohttpTransport", argv, env, gateway_key),
+        Target("gateway", "(e) gateway, default upstream client (aiohttp)", argv, env, gateway_key),
+        Target(
+            "gateway-httpx-aiohttp",
+            "(e') gateway, httpx over AiohttpTransport injected",
+            argv,
+            {**env, "BENCH_GATEWAY_TRANSPORT": "httpx-aiohttp"},
+            gateway_key,
+        ),
         Target(
             "gateway-httpx",
-            "(e') gateway, httpx.AsyncHTTPTransport injected",
+            "(e'') gateway, httpx.AsyncHTTPTransport injected",
             argv,
             {**env, "BENCH_GATEWAY_TRANSPORT": "httpx"},
             gateway_key,

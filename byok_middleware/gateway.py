@@ -30,6 +30,12 @@ from byok_middleware.proxy.routing import (
     no_candidate_error,
     plan_candidates,
 )
+from byok_middleware.proxy.transport import (
+    AiohttpUpstream,
+    HttpxUpstream,
+    UpstreamClient,
+    UpstreamResponse,
+)
 from byok_middleware.proxy.upstream import Candidate
 from byok_middleware.redaction import Redactor
 from byok_middleware.shared import EVERY_TENANT
@@ -37,7 +43,7 @@ from byok_middleware.state import Counters, InvalidationBus, LocalBus, MemoryCou
 from byok_middleware.storage import KeyStore, store_from_url
 from byok_middleware.storage.base import UsageRecord
 
-__all__ = ["Call", "Forwarded", "Gateway", "default_transport"]
+__all__ = ["Call", "Forwarded", "Gateway", "upstream_client"]
 
 logger = logging.getLogger("byok_middleware.gateway")
 
@@ -48,11 +54,15 @@ The body may be an async iterable (a multipart upload streamed from memory); ``b
 once per candidate, so it must return a fresh iterable each time."""
 
 
-def default_transport() -> httpx.AsyncBaseTransport:
-    """The production upstream transport: httpx's API over aiohttp (DESIGN.md §7)."""
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport(limits=httpx.Limits(max_connections=512, keepalive_expiry=30))
+def upstream_client(
+    config: BYOKConfig, transport: httpx.AsyncBaseTransport | None
+) -> UpstreamClient:
+    """aiohttp directly in production; an injected httpx transport (tests) through httpx."""
+    if transport is not None:
+        return HttpxUpstream(
+            transport, timeout=config.upstream_timeout, connect_timeout=config.connect_timeout
+        )
+    return AiohttpUpstream(timeout=config.upstream_timeout, connect_timeout=config.connect_timeout)
 
 
 def _shared_state(
@@ -98,7 +108,7 @@ class Call:
 class Forwarded:
     """A successful upstream response (still open) and who paid for it."""
 
-    response: httpx.Response
+    response: UpstreamResponse
     candidate: Candidate
 
 
@@ -138,7 +148,7 @@ class Gateway:
         self.bus, self.counters = _shared_state(config, bus, counters)
         self.keys.on_change(self.bus.publish)
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: UpstreamClient | None = None
         self.platform_keys = {p: SecretStr(k) for p, k in config.platform_keys.items()}
         self._redactors: dict[SecretStr, Redactor] = {}
         self.catalogue = ModelCatalogue(self.prices)
@@ -150,7 +160,7 @@ class Gateway:
         return f"Gateway(prefix={self.config.prefix!r}, store={type(self.store).__name__})"
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> UpstreamClient:
         if self._client is None:
             raise RuntimeError("the gateway is not open")
         return self._client
@@ -163,13 +173,7 @@ class Gateway:
         except BaseException:
             await self.store.close()
             raise
-        timeout = httpx.Timeout(self.config.upstream_timeout, connect=self.config.connect_timeout)
-        self._client = httpx.AsyncClient(
-            transport=self._transport if self._transport is not None else default_transport(),
-            timeout=timeout,
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self._client = upstream_client(self.config, self._transport)
         self.ledger.start()
 
     def _on_invalidation(self, tenant_id: str) -> None:

@@ -59,6 +59,7 @@ class Gateway:
     config: BYOKConfig
     server: ServerThread
     tenants: dict[str, str] = field(default_factory=dict)
+    sdk_clients: list[Any] = field(default_factory=list)
 
     def tenant(self, name: str) -> str:
         if name not in self.tenants:
@@ -70,11 +71,19 @@ class Gateway:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
     def openai(self, tenant: str) -> Any:
+        """An openai SDK client for ``tenant``, closed when the gateway stops."""
         import openai
 
-        return openai.OpenAI(
+        client = openai.OpenAI(
             base_url=self.url + "/v1", api_key=self.tenant(tenant), max_retries=0, timeout=30
         )
+        self.sdk_clients.append(client)
+        return client
+
+    def stop(self) -> None:
+        for client in self.sdk_clients:
+            client.close()
+        self.server.stop()
 
     def add_key(self, tenant: str, provider: str, api_key: str, **extra: Any) -> dict[str, Any]:
         with self.client(tenant) as client:
@@ -88,7 +97,7 @@ class Gateway:
 @pytest.fixture
 def start_gateway(fake: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Start the FastAPI example with a config pointed at the fake upstream (overridable)."""
-    started: list[ServerThread] = []
+    started: list[Gateway] = []
 
     def start(**overrides: Any) -> Gateway:
         db_path = tmp_path / "byok.db"
@@ -106,12 +115,13 @@ def start_gateway(fake: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., 
         middleware = {k: options.pop(k) for k in ("clock",) if k in options}
         config = BYOKConfig(**options)
         server = ServerThread(create_app(config=config, **middleware), **server_options).start()
-        started.append(server)
-        return Gateway(url=server.url, db_path=db_path, config=config, server=server)
+        gateway = Gateway(url=server.url, db_path=db_path, config=config, server=server)
+        started.append(gateway)
+        return gateway
 
     yield start
-    for server in started:
-        server.stop()
+    for gateway in started:
+        gateway.stop()
 
 
 @pytest.fixture

@@ -48,11 +48,16 @@ async def verify_key(gateway: Gateway, tenant_id: str, key_id: str) -> ProviderK
     now = gateway.clock()
     changes: dict[str, Any]
     try:
-        response = await gateway.client.get(
+        response = await gateway.client.send(
+            "GET",
             url,
             headers=auth_headers(provider, resolved.secret),
-            timeout=min(VERIFY_TIMEOUT, gateway.config.upstream_timeout),
+            time_limit=min(VERIFY_TIMEOUT, gateway.config.upstream_timeout),
         )
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
     except httpx.HTTPError:
         await gateway.keys.set_health(
             record, last_error=describe_failure("timeout or connection error", provider, now)
@@ -67,7 +72,7 @@ async def verify_key(gateway: Gateway, tenant_id: str, key_id: str) -> ProviderK
         error = normalize_error(
             provider,
             response.status_code,
-            response.content,
+            content,
             redactor=Redactor([resolved.secret.reveal()]),
             attribution="byok",
         )
@@ -76,7 +81,7 @@ async def verify_key(gateway: Gateway, tenant_id: str, key_id: str) -> ProviderK
         if outcome is Outcome.KEY_REJECTED:
             changes = {"status": KeyStatus.INVALID, "last_error": what, "cooldown_until": None}
         elif outcome is Outcome.RATE_LIMITED:
-            wait = retry_after_seconds(response.headers, response.content, now)
+            wait = retry_after_seconds(response.headers, content, now)
             until = now + timedelta(seconds=cooldown_seconds(wait, 1))
             changes = {
                 "status": KeyStatus.COOLING_DOWN,

@@ -21,6 +21,7 @@ from byok_middleware.proxy.metadata import CallMetadata
 from byok_middleware.proxy.respond import call_metadata, read_json, send_metered
 from byok_middleware.proxy.sse import SSESplitter, encode_event, parse_event
 from byok_middleware.proxy.stream import interrupted_event, run_until_disconnect, sse_start
+from byok_middleware.proxy.transport import UpstreamResponse
 from byok_middleware.proxy.upstream import Candidate
 
 __all__ = ["handle_anthropic_chat"]
@@ -28,7 +29,7 @@ __all__ = ["handle_anthropic_chat"]
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
-def _rate_limit_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+def _rate_limit_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
     translated = anthropic.openai_rate_limit_headers(response.headers)
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in translated.items()]
 

@@ -21,6 +21,7 @@ import httpx
 
 from byok_middleware.errors import BYOKError, UpstreamUnavailable
 from byok_middleware.proxy.health import Outcome, classify, retry_after_seconds
+from byok_middleware.proxy.transport import UpstreamResponse
 from byok_middleware.proxy.upstream import (
     Candidate,
     EmptyStream,
@@ -63,11 +64,10 @@ async def attempt_candidates(
         base = gateway.config.base_url(candidate.provider)
         url = upstream_url(base, candidate.provider, path)
         await gateway.limits.attempted(candidate.record)
-        request = gateway.client.build_request(method, url, content=content, headers=headers)
         try:
-            response = await gateway.client.send(request, stream=True)
+            response = await gateway.client.send(method, url, headers=headers, content=content)
             if stream and response.status_code < 400:
-                await await_first_event(response)
+                response = await await_first_event(response)
         except httpx.TimeoutException:
             last_error = UpstreamUnavailable(
                 f"{candidate.provider} did not answer in time", status_code=504, code="timeout"
@@ -92,7 +92,7 @@ async def attempt_candidates(
 
 
 async def _failed(
-    gateway: Gateway, call: Call, candidate: Candidate, response: httpx.Response
+    gateway: Gateway, call: Call, candidate: Candidate, response: UpstreamResponse
 ) -> tuple[BYOKError, Outcome]:
     """Read and close an error answer; note what it says about the key."""
     try:

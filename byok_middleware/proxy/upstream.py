@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, UpstreamError
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
+from byok_middleware.proxy.transport import UpstreamResponse
 from byok_middleware.redaction import Redactor
 from byok_middleware.storage.base import ProviderKeyRecord
 
@@ -58,19 +57,35 @@ class EmptyStream(Exception):
     """A 2xx stream ended before its first event: nothing reached the client, so fail over."""
 
 
-class _Replayed(httpx.AsyncByteStream):
-    """The bytes read ahead, then the rest of the original stream."""
+class _Replayed:
+    """An upstream response whose first bytes were read ahead: they come first, then the rest."""
 
-    def __init__(self, head: list[bytes], rest: AsyncIterator[bytes], inner: httpx.AsyncByteStream):
+    __slots__ = ("_head", "_inner", "_rest")
+
+    def __init__(
+        self, inner: UpstreamResponse, head: list[bytes], rest: AsyncIterator[bytes]
+    ) -> None:
+        self._inner = inner
         self._head = head
         self._rest = rest
-        self._inner = inner
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self._head:
+    @property
+    def status_code(self) -> int:
+        return self._inner.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._inner.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        head, self._head = self._head, []
+        for chunk in head:
             yield chunk
         async for chunk in self._rest:
             yield chunk
+
+    async def aread(self) -> bytes:
+        return b"".join([chunk async for chunk in self.aiter_bytes()])
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -79,19 +94,15 @@ class _Replayed(httpx.AsyncByteStream):
 _FIRST_EVENT_LIMIT = 64 * 1024
 
 
-async def await_first_event(response: httpx.Response) -> None:
-    """Read a streamed 2xx answer up to its first SSE event, and keep those bytes for the relay.
+async def await_first_event(response: UpstreamResponse) -> UpstreamResponse:
+    """Read a streamed 2xx answer up to its first SSE event; return it with those bytes kept.
 
     This defines "before the first byte" for failover: a stream is committed once its first
     event (a ``data:`` or ``event:`` line, not a keep-alive comment) arrived from upstream; until
-    then nothing was sent to the client. A compressed body is committed at its first chunk.
-    Raises ``EmptyStream`` or the transport's ``httpx`` error (the response is then closed).
+    then nothing was sent to the client. Raises ``EmptyStream`` or the transport's ``httpx``
+    error (the response is then closed).
     """
-    inner = response.stream
-    if not isinstance(inner, httpx.AsyncByteStream):  # pragma: no cover - always async here
-        return
-    encoded = response.headers.get("content-encoding", "identity") != "identity"
-    rest = inner.__aiter__()
+    rest = response.aiter_bytes()
     head: list[bytes] = []
     seen = b""
     try:
@@ -100,14 +111,14 @@ async def await_first_event(response: httpx.Response) -> None:
                 continue
             head.append(chunk)
             seen = (seen + chunk)[-_FIRST_EVENT_LIMIT:]
-            if encoded or b"data:" in seen or b"event:" in seen or len(seen) >= _FIRST_EVENT_LIMIT:
+            if b"data:" in seen or b"event:" in seen or len(seen) >= _FIRST_EVENT_LIMIT:
                 break
         else:
             raise EmptyStream
     except BaseException:
         await response.aclose()
         raise
-    response.stream = _Replayed(head, rest, inner)
+    return _Replayed(response, head, rest)
 
 
 def upstream_url(base_url: str, provider: str, path: str) -> str:
