@@ -2,7 +2,7 @@
 
 Starts the mock (core 1) and the gateway (core 0) as ``benchmarks.run`` does, drives it with wrk at
 c=32 and records with ``py-spy`` (pinned to core 1, ``--nonblocking``). Writes speedscope files
-``benchmarks/profile-before-{plain,stream}.speedscope.json`` and prints the top costs: self time
+``benchmarks/profile-<label>-{plain,stream}.speedscope.json`` and prints the top costs: self time
 by function and inclusive time of the package's own functions.
 """
 
@@ -66,9 +66,11 @@ def summarize(speedscope: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def profile(name: str, body: bytes, url: str, auth: str, pid: int, seconds: int) -> str:
+def profile(
+    name: str, body: bytes, url: str, auth: str, pid: int, seconds: int, label: str
+) -> str:
     measure.run_wrk(url, body, auth, connections=32, seconds=2, server_pid=None, core="1")
-    speedscope = ROOT / "benchmarks" / f"profile-before-{name}.speedscope.json"
+    speedscope = ROOT / "benchmarks" / f"profile-{label}-{name}.speedscope.json"
     load = threading.Thread(
         target=measure.run_wrk,
         args=(url, body, auth),
@@ -83,7 +85,7 @@ def profile(name: str, body: bytes, url: str, auth: str, pid: int, seconds: int)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=12)
-    parser.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp")
+    parser.add_argument("--label", default="after", help="profile-<label>-<scenario> files")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     WORK.mkdir(parents=True, exist_ok=True)
@@ -94,7 +96,7 @@ def main() -> int:
         core="1", port=MOCK_PORT, env={}, log=WORK / "profile-mock.log", cwd=ROOT,
     )  # fmt: skip
     try:
-        target = gateway_targets(event_loop(), upstream, tmp)[args.transport == "httpx"]
+        target = gateway_targets(event_loop(), upstream, tmp)[0]
         assert target.argv is not None
         assert target.auth is not None
         argv = [p.replace("{port}", str(GATEWAY_PORT)) for p in target.argv]
@@ -108,7 +110,10 @@ def main() -> int:
             for name, stream in (("plain", False), ("stream", True)):
                 body = measure.chat_body(stream=stream)
                 print(f"== {name} ==")
-                print(profile(name, body, url, target.auth, server.pid, args.seconds), flush=True)
+                print(
+                    profile(name, body, url, target.auth, server.pid, args.seconds, args.label),
+                    flush=True,
+                )
         finally:
             server.stop()
     finally:

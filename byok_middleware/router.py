@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import os
 import traceback
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +26,15 @@ __all__ = ["Incoming", "Route", "Router"]
 logger = logging.getLogger("byok_middleware.router")
 
 Handler = Callable[["Gateway", "Incoming"], Awaitable[None]]
+
+# Request ids: 64 random bits per process and a counter. Unique across replicas (the ledger's
+# request_id is UNIQUE) without an os.urandom call per request, which profiles showed at ~3%.
+_ID_PREFIX = "req_" + os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def _next_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 @dataclass(slots=True)
@@ -103,7 +113,7 @@ class Router:
         send: Send,
     ) -> None:
         guard = _ResponseGuard(send)
-        request_id = "req_" + uuid.uuid4().hex
+        request_id = _next_request_id()
         tenant_id: str | None = None
         try:
             check_header_size(scope)

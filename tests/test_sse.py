@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from byok_middleware.proxy.sse import SSESplitter, encode_event, parse_event
+from byok_middleware.proxy.sse import SSESplitter, data_of, encode_event, parse_event
 from byok_middleware.proxy.stream import _has_usage, _is_error
 
 STREAM = (
@@ -76,3 +76,22 @@ def test_error_byte_check() -> None:
         b'{"id":"c","object":"chat.completion.chunk","choices":[{"delta":'
         b'{"content":"\\"error\\""}}]}'
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'data: {"a":1}\n\n', b'{"a":1}'),
+        (b"data: [DONE]\n\n", b"[DONE]"),
+        (b"data: line1\ndata: line2\n\n", None),  # multi-line: the slow path
+        (b"event: ping\ndata: {}\n\n", None),
+        (b"data: x\r\n\r\n", None),
+        (b": keep-alive\n\n", None),
+    ],
+)
+def test_fast_data_path_agrees_with_the_parser(raw: bytes, expected: bytes | None) -> None:
+    """data_of handles the one-line shape and declines the rest, which parse_event reads."""
+    assert data_of(raw) == expected
+    if expected is not None:
+        event = parse_event(raw)
+        assert event is not None and event.data == expected

@@ -97,4 +97,5 @@ async def handle_chat(
         data=data,
         usage=usage,
         cost=gateway.cost(call, usage),
+        data_is_raw=True,
     )

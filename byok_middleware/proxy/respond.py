@@ -51,6 +51,16 @@ async def read_json(forwarded: Forwarded) -> tuple[bytes, Any]:
         return raw, None
 
 
+def _splice(raw: bytes, field: str, value: dict[str, Any]) -> bytes | None:
+    """``raw`` (a JSON object) with ``"field": value`` added as its last member, or None."""
+    body = raw.rstrip()
+    if not body.endswith(b"}"):
+        return None
+    head = body[:-1].rstrip()
+    separator = b"" if head.endswith(b"{") else b","
+    return head + separator + b'"' + field.encode() + b'":' + dumps(value) + b"}"
+
+
 async def send_metered(
     gateway: Gateway,
     call: Call,
@@ -62,13 +72,16 @@ async def send_metered(
     usage: Usage | None,
     cost: Decimal | None,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
+    data_is_raw: bool = False,
 ) -> None:
     """Record the ledger row and send the upstream answer with the metadata.
 
     A JSON object (``data``) gets the metadata object under ``config.metadata_field``; any other
     body (plain-text transcripts) is sent byte for byte with the upstream content type and
     carries the metadata in the ``x-byok-*`` headers only. ``extra_headers`` replace the default
-    pass-through of upstream rate-limit headers (Anthropic's are translated).
+    pass-through of upstream rate-limit headers (Anthropic's are translated). ``data_is_raw``
+    says ``data`` is ``raw`` parsed and unchanged, so the metadata can be spliced onto the bytes
+    instead of serialising the whole answer again.
     """
     response = forwarded.response
     meta = call_metadata(call, forwarded)
@@ -81,8 +94,12 @@ async def send_metered(
         status_code=response.status_code,
     )
     if isinstance(data, dict):
-        data[gateway.config.metadata_field] = meta.as_dict()
-        raw = dumps(data)
+        field = gateway.config.metadata_field
+        spliced = _splice(raw, field, meta.as_dict()) if data_is_raw and field not in data else None
+        if spliced is None:
+            data[field] = meta.as_dict()
+            spliced = dumps(data)
+        raw = spliced
     if extra_headers is None:
         extra_headers = passthrough_headers(response.headers)
     content_type = response.headers.get("content-type", "application/json")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SSEEvent", "SSESplitter", "encode_event", "parse_event"]
+__all__ = ["SSEEvent", "SSESplitter", "data_of", "encode_event", "parse_event"]
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE = re.compile(rb"\r\n|\n|\r")
@@ -29,12 +29,20 @@ class SSESplitter:
         buffer = self._buffer + data if self._buffer else data
         events: list[bytes] = []
         start = 0
-        while True:
-            match = _BOUNDARY.search(buffer, start)
-            if match is None:
-                break
-            events.append(buffer[start : match.end()])
-            start = match.end()
+        if b"\r" not in buffer:
+            # The common case (OpenAI-style LF framing): plain finds, no regex.
+            end = buffer.find(b"\n\n")
+            while end >= 0:
+                events.append(buffer[start : end + 2])
+                start = end + 2
+                end = buffer.find(b"\n\n", start)
+        else:
+            while True:
+                match = _BOUNDARY.search(buffer, start)
+                if match is None:
+                    break
+                events.append(buffer[start : match.end()])
+                start = match.end()
         self._buffer = buffer[start:]
         if len(self._buffer) > MAX_BUFFER:
             raise ValueError("an SSE event exceeds the maximum size")
@@ -57,6 +65,16 @@ class SSEEvent:
 
     def __repr__(self) -> str:
         return f"SSEEvent(event={self.event!r}, data={len(self.data)} bytes)"
+
+
+def data_of(raw: bytes) -> bytes | None:
+    """The data of a one-line ``data: ...`` event (the usual shape), or None for any other shape.
+
+    A fast path for relays: the caller falls back to :func:`parse_event` on None.
+    """
+    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and raw.find(b"\n", 6) == len(raw) - 2:
+        return raw[6:-2]
+    return None
 
 
 def parse_event(raw: bytes) -> SSEEvent | None:

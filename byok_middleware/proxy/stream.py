@@ -20,7 +20,7 @@ from byok_middleware.asgi import Receive, Send, dumps
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import Usage, usage_from_chunk
 from byok_middleware.proxy.metadata import CallMetadata
-from byok_middleware.proxy.sse import SSESplitter, encode_event, parse_event
+from byok_middleware.proxy.sse import SSESplitter, data_of, encode_event, parse_event
 
 __all__ = ["StreamState", "relay_openai_stream", "run_until_disconnect", "sse_start"]
 
@@ -53,7 +53,8 @@ def _has_usage(data: bytes) -> bool:
 
 
 def _is_error(data: bytes) -> bool:
-    return data.startswith(b'{"error"') or (b'"error"' in data[:24])
+    # A top-level "error" key comes first in every provider's error event; chunks start with "id".
+    return data.find(b'"error"', 0, 24) >= 0
 
 
 def interrupted_event(redacted_message: str, code: str = "stream_interrupted") -> bytes:
@@ -133,10 +134,12 @@ async def relay_openai_stream(
             async for data in response.aiter_bytes():
                 out: list[bytes] = []
                 for raw in splitter.feed(data):
-                    event = parse_event(raw)
-                    if event is None:
-                        continue  # comments such as DeepSeek's ": keep-alive"
-                    payload = event.data
+                    payload = data_of(raw)
+                    if payload is None:
+                        event = parse_event(raw)
+                        if event is None:
+                            continue  # comments such as DeepSeek's ": keep-alive"
+                        payload = event.data
                     if payload == DONE:
                         state.completed = True
                         meta.cost_usd = gateway.cost(call, state.usage)
@@ -178,7 +181,8 @@ async def relay_openai_stream(
     if disconnected:
         state.error_type = "client_disconnected"
         await response.aclose()
-    cost = gateway.cost(call, state.usage)
+    # Priced once at [DONE]; a cut stream is priced here on the usage known so far.
+    cost = meta.cost_usd if state.completed else gateway.cost(call, state.usage)
     gateway.record(
         call,
         candidate=forwarded.candidate,
