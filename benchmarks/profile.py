@@ -66,9 +66,7 @@ def summarize(speedscope: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def profile(
-    name: str, body: bytes, url: str, auth: str, pid: int, seconds: int, label: str
-) -> str:
+def profile(name: str, body: bytes, url: str, auth: str, pid: int, seconds: int, label: str) -> str:
     measure.run_wrk(url, body, auth, connections=32, seconds=2, server_pid=None, core="1")
     speedscope = ROOT / "benchmarks" / f"profile-{label}-{name}.speedscope.json"
     load = threading.Thread(
