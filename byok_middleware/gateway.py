@@ -175,6 +175,12 @@ class Gateway:
             raise
         self._client = upstream_client(self.config, self._transport)
         self.ledger.start()
+        if isinstance(self.prices, GenaiPrices):
+            # Load the price data now (tens of ms, in a thread), not in the first request.
+            await asyncio.to_thread(self._warm_prices)
+
+    def _warm_prices(self) -> None:
+        self.prices.cost("openai", "gpt-4o", Usage(prompt_tokens=1), when=self.clock())
 
     def _on_invalidation(self, tenant_id: str) -> None:
         # Another replica (or this one) changed the tenant's keys: reload them on next use.
