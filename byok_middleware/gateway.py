@@ -102,6 +102,7 @@ class Call:
     # Every provider that may serve the call (a bare model name may have several); empty means
     # just (provider, model). ``forward`` sets provider and model to the one that served.
     routes: tuple[ModelRoute, ...] = ()
+    candidate: Candidate | None = None  # the last one tried
 
 
 @dataclass(slots=True)

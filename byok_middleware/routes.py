@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 from byok_middleware.asgi import json_body, send_json
 from byok_middleware.dashboard import handle_dashboard
@@ -36,16 +37,19 @@ def new_call(incoming: Incoming, endpoint: str) -> Call:
 
 
 def record_failure(gateway: Gateway, call: Call, exc: BYOKError) -> None:
-    """Ledger row and metadata headers for a call that reached upstream but failed."""
+    """Ledger row and metadata headers for a call that reached upstream but failed.
+
+    The row names the last key tried and costs 0: providers do not bill a refused call.
+    """
     exc.headers.setdefault("x-byok-attempts", str(call.attempts))
     if call.provider:
         exc.headers.setdefault("x-byok-provider-used", call.provider)
     if call.attempts:
         gateway.record(
             call,
-            candidate=None,
+            candidate=call.candidate,
             usage=None,
-            cost=None,
+            cost=Decimal(0),
             status_code=exc.status_code,
             error_type=exc.error_type,
         )

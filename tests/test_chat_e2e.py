@@ -248,3 +248,22 @@ def test_host_routes_still_work(gateway: Gateway) -> None:
         assert http.get("/").json()["app"] == "acme-notes"
         assert http.get("/notes").status_code == 200
         assert http.get("/v1/not-a-gateway-route").status_code == 404
+
+
+def test_failed_call_is_one_free_ledger_row_naming_the_last_key(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
+    """A call every key failed costs 0 (not unpriced) and its row names the last key tried."""
+    fake.script("openai", Scripted.server_error("openai"), Scripted.server_error("openai"))
+    gateway.add_key("acme", "openai", TENANT_KEY)
+    with gateway.client("acme") as http:
+        response = http.post(
+            "/v1/chat/completions", json={"model": "openai/gpt-4o", "messages": MESSAGES}
+        )
+        assert response.status_code == 500
+        assert response.headers["x-byok-attempts"] == "2"
+        by_attribution = http.get("/v1/byok/usage", params={"group_by": "attribution"}).json()
+    assert by_attribution["total"]["requests"] == 1
+    assert by_attribution["total"]["unpriced_requests"] == 0
+    assert by_attribution["total"]["cost_usd"] == 0
+    assert [g["group"] for g in by_attribution["data"]] == ["xantly"]  # tried last

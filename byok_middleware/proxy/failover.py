@@ -54,6 +54,7 @@ async def attempt_candidates(
     last_error: BYOKError | None = None
     for candidate in plan.candidates:
         call.attempts += 1
+        call.candidate = candidate
         call.provider = candidate.provider
         if candidate.model:
             call.model = candidate.model
