@@ -15,8 +15,10 @@ import os
 import httpx
 from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
-from byok_middleware import BYOKConfig
+from byok_middleware import BYOKConfig, BYOKMiddleware
 from examples.fastapi_app.app import create_app
 
 
@@ -35,3 +37,9 @@ def create() -> FastAPI:
             f"BENCH_GATEWAY_TRANSPORT must be aiohttp, httpx-aiohttp or httpx, not {choice!r}"
         )
     return create_app(config=BYOKConfig.from_env(), transport=transport)
+
+
+def create_starlette() -> Starlette:
+    """The gateway on a bare Starlette app (as ``python -m byok_middleware serve`` runs it): the
+    same host framework as the pass-through targets, to separate FastAPI's own cost."""
+    return Starlette(middleware=[Middleware(BYOKMiddleware, config=BYOKConfig.from_env())])

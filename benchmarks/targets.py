@@ -95,6 +95,13 @@ def gateway_targets(loop: str, upstream: str, tmp: Path) -> list[Target]:
     return [
         Target("gateway", "(e) gateway, default upstream client (aiohttp)", argv, env, gateway_key),
         Target(
+            "gateway-starlette",
+            "(e*) gateway on a bare Starlette app, default upstream client",
+            uvicorn_argv(python, "benchmarks.gateway_app:create_starlette", loop, factory=True),
+            env,
+            gateway_key,
+        ),
+        Target(
             "gateway-httpx-aiohttp",
             "(e') gateway, httpx over AiohttpTransport injected",
             argv,
