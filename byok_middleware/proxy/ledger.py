@@ -52,9 +52,11 @@ class Ledger:
                 try:
                     await self._store.record_usage(rows)
                     break
-                except Exception:
+                except Exception as exc:  # any store failure: retried once, then reported
                     if attempt == 2:
                         logger.exception("dropped %d usage rows after a failed write", len(rows))
+                    else:
+                        logger.warning("a usage write failed (%s); retrying", type(exc).__name__)
             # Removed only after the write: rows are never lost in flight (duplicates are ignored
             # by request_id, so a retried row is never counted twice).
             del self._pending[: len(rows)]
