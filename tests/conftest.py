@@ -127,3 +127,15 @@ def start_gateway(fake: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., 
 @pytest.fixture
 def gateway(start_gateway: Callable[..., Gateway]) -> Gateway:
     return start_gateway()
+
+
+@pytest.fixture
+def sdk(gateway: Gateway) -> Iterator[Any]:
+    """The official openai SDK as the tenant "acme", closed after the test."""
+    with gateway.openai("acme") as client:
+        yield client
+
+
+def metadata(result: Any) -> dict[str, Any]:
+    """The gateway's metadata object on an openai SDK result."""
+    return dict(result.model_extra["xantly_metadata"])

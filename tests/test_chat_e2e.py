@@ -11,16 +11,12 @@ import openai
 import pytest
 
 from byok_middleware.testing import FakeUpstream, Scripted
-from tests.conftest import PLATFORM_OPENAI_KEY, Gateway
+from tests.conftest import PLATFORM_OPENAI_KEY, Gateway, metadata
 
 TENANT_KEY = "sk-tenant-acme-1111111111111111111111"
 MESSAGES = [{"role": "user", "content": "Hello"}]
 # gpt-4o: $2.50 / 1M input, $10 / 1M output; the fake reports 100 in, 20 out.
 GPT4O_COST = 100 * 2.5 / 1e6 + 20 * 10 / 1e6
-
-
-def metadata(completion: Any) -> dict[str, Any]:
-    return dict(completion.model_extra["xantly_metadata"])
 
 
 def test_tenant_key_pays_and_is_what_upstream_receives(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import time
 import wave
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,7 +12,7 @@ import openai
 import pytest
 
 from byok_middleware.testing import FakeUpstream
-from tests.conftest import PLATFORM_OPENAI_KEY, Gateway
+from tests.conftest import PLATFORM_OPENAI_KEY, Gateway, metadata
 
 TENANT_OPENAI = "sk-tenant-acme-1111111111111111111111"
 TENANT_GROQ = "gsk_tenant_4444444444444444444444"
@@ -29,17 +28,6 @@ def wav(seconds: float, rate: int = 1000) -> bytes:
         writer.setframerate(rate)
         writer.writeframes(b"\x00\x00" * round(seconds * rate))
     return buffer.getvalue()
-
-
-@pytest.fixture
-def sdk(gateway: Gateway) -> Iterator[openai.OpenAI]:
-    """The official openai SDK as the tenant "acme", closed after the test."""
-    with gateway.openai("acme") as client:
-        yield client
-
-
-def metadata(result: Any) -> dict[str, Any]:
-    return dict(result.model_extra["xantly_metadata"])
 
 
 def test_whisper_json_byok_cost_from_usage(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -12,22 +11,11 @@ import pytest
 
 from byok_middleware.fake.media import embedding_vector
 from byok_middleware.testing import FakeUpstream, Scripted
-from tests.conftest import PLATFORM_OPENAI_KEY, Gateway
+from tests.conftest import PLATFORM_OPENAI_KEY, Gateway, metadata
 
 TENANT_OPENAI = "sk-tenant-acme-1111111111111111111111"
 TENANT_NVIDIA = "nvapi-tenant-2222222222222222"
 TENANT_GOOGLE = "AIza-tenant-3333333333333333333"
-
-
-@pytest.fixture
-def sdk(gateway: Gateway) -> Iterator[openai.OpenAI]:
-    """The official openai SDK as the tenant "acme", closed after the test."""
-    with gateway.openai("acme") as client:
-        yield client
-
-
-def metadata(result: Any) -> dict[str, Any]:
-    return dict(result.model_extra["xantly_metadata"])
 
 
 def test_embeddings_byok_base64_passthrough_and_token_cost(

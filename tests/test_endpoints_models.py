@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -13,13 +13,6 @@ from tests.conftest import PLATFORM_OPENAI_KEY, Gateway
 
 TENANT_ANTHROPIC = "sk-ant-tenant-5555555555555555555555"
 TENANT_GROQ = "gsk_tenant_4444444444444444444444"
-
-
-@pytest.fixture
-def sdk(gateway: Gateway) -> Iterator[openai.OpenAI]:
-    """The official openai SDK as the tenant "acme", closed after the test."""
-    with gateway.openai("acme") as client:
-        yield client
 
 
 def test_models_lists_only_reachable_providers_and_caches(
