@@ -70,7 +70,7 @@ class BYOKMiddleware:
             logger.error("byok_middleware is misconfigured: %s", exc)
             raise
         install_log_redaction(self.config.platform_keys.values())
-        self.router = build_router()
+        self.router = build_router(dashboard=self.config.dashboard)
         self._prefix = self.config.prefix
         self._opened = False
         self._open_lock = asyncio.Lock()

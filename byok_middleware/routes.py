@@ -118,7 +118,7 @@ async def _openapi(gateway: Gateway, incoming: Incoming) -> None:
     await handle_openapi(gateway.config.prefix, incoming.send)
 
 
-def build_router() -> Router:
+def build_router(*, dashboard: bool = True) -> Router:
     router = Router()
     router.add("/chat/completions", Route({"POST": _chat}))
     for path, handle in _PROXIED.items():
@@ -132,7 +132,8 @@ def build_router() -> Router:
     router.add("/byok/usage", Route({"GET": _usage}))
     router.add("/byok/providers/{id}/verify", Route({"POST": _verify}))
     router.add("/byok/route", Route({"GET": _route}))
-    router.add("/byok/dashboard", Route({"GET": handle_dashboard}, authenticated=False))
+    if dashboard:
+        router.add("/byok/dashboard", Route({"GET": handle_dashboard}, authenticated=False))
     # The document holds no tenant data; see byok_middleware.openapi for why it is public.
     router.add("/byok/openapi.json", Route({"GET": _openapi}, authenticated=False))
     return router

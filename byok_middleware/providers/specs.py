@@ -32,7 +32,6 @@ class ProviderSpec:
     base_url: str
     wire: WireFormat
     endpoints: frozenset[Endpoint]
-    key_prefixes: tuple[str, ...] = ()
 
 
 _ALL_CHAT = frozenset({Endpoint.CHAT, Endpoint.MODELS})
@@ -45,34 +44,26 @@ PROVIDERS: dict[str, ProviderSpec] = {
             "https://api.openai.com/v1",
             WireFormat.OPENAI,
             frozenset(Endpoint),
-            ("sk-proj-", "sk-"),
         ),
-        ProviderSpec(
-            "anthropic", "https://api.anthropic.com", WireFormat.ANTHROPIC, _ALL_CHAT, ("sk-ant-",)
-        ),
+        ProviderSpec("anthropic", "https://api.anthropic.com", WireFormat.ANTHROPIC, _ALL_CHAT),
         ProviderSpec(
             "groq",
             "https://api.groq.com/openai/v1",
             WireFormat.OPENAI,
             _ALL_CHAT | {Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS, Endpoint.SPEECH},
-            ("gsk_",),
         ),
-        ProviderSpec(
-            "deepseek", "https://api.deepseek.com", WireFormat.OPENAI, _ALL_CHAT, ("sk-",)
-        ),
+        ProviderSpec("deepseek", "https://api.deepseek.com", WireFormat.OPENAI, _ALL_CHAT),
         ProviderSpec(
             "nvidia",
             "https://integrate.api.nvidia.com/v1",
             WireFormat.OPENAI,
             _ALL_CHAT | {Endpoint.EMBEDDINGS},
-            ("nvapi-",),
         ),
         ProviderSpec(
             "google",
             "https://generativelanguage.googleapis.com/v1beta/openai",
             WireFormat.OPENAI,
             _ALL_CHAT | {Endpoint.EMBEDDINGS, Endpoint.IMAGES},
-            ("AIza",),
         ),
     )
 }

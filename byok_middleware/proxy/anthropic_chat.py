@@ -80,7 +80,6 @@ async def handle_anthropic_chat(
         raw=raw,
         data=data,
         usage=usage,
-        cost=gateway.cost(call, usage),
         extra_headers=_rate_limit_headers(forwarded.response),
     )
 

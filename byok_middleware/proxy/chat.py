@@ -96,6 +96,5 @@ async def handle_chat(
         raw=raw,
         data=data,
         usage=usage,
-        cost=gateway.cost(call, usage),
         data_is_raw=True,
     )

@@ -118,5 +118,4 @@ async def handle_embeddings(gateway: Gateway, call: Call, incoming: Incoming) ->
         raw=raw,
         data=data,
         usage=usage,
-        cost=gateway.cost(call, usage),
     )

@@ -73,5 +73,4 @@ async def handle_images(gateway: Gateway, call: Call, incoming: Incoming) -> Non
         raw=raw,
         data=data,
         usage=usage,
-        cost=gateway.cost(call, usage),
     )

@@ -14,6 +14,13 @@ from byok_middleware.proxy.metadata import CallMetadata
 
 __all__ = ["call_metadata", "passthrough_headers", "read_json", "send_metered"]
 
+
+class _Priced:
+    """Sentinel: price the usage (``None`` is a real answer, 'no price known')."""
+
+
+_PRICED = _Priced()
+
 _PASSTHROUGH = ("x-ratelimit-", "retry-after", "openai-processing-ms", "x-request-id")
 
 
@@ -70,11 +77,13 @@ async def send_metered(
     raw: bytes,
     data: Any,
     usage: Usage | None,
-    cost: Decimal | None,
+    cost: Decimal | _Priced | None = _PRICED,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
     data_is_raw: bool = False,
 ) -> None:
     """Record the ledger row and send the upstream answer with the metadata.
+
+    ``cost`` defaults to the list price of ``usage``; pass one only to override it.
 
     A JSON object (``data``) gets the metadata object under ``config.metadata_field``; any other
     body (plain-text transcripts) is sent byte for byte with the upstream content type and
@@ -83,6 +92,8 @@ async def send_metered(
     says ``data`` is ``raw`` parsed and unchanged, so the metadata can be spliced onto the bytes
     instead of serialising the whole answer again.
     """
+    if isinstance(cost, _Priced):
+        cost = gateway.cost(call, usage)
     response = forwarded.response
     meta = call_metadata(call, forwarded)
     meta.cost_usd = cost

@@ -33,7 +33,6 @@ __all__ = [
     "Skip",
     "no_candidate_error",
     "plan_candidates",
-    "plan_route",
 ]
 
 
@@ -86,8 +85,6 @@ class RoutePlan:
     provider: str
     candidates: tuple[Candidate, ...]
     skipped: dict[str, str] = field(default_factory=dict)  # key id -> reason
-    platform_allowed: bool = True
-    platform_reason: str | None = None
     keys: tuple[KeyDecision, ...] = ()
     platform: tuple[PlatformDecision, ...] = ()
     retry_at: datetime | None = None  # the earliest end of a cooldown among skipped keys
@@ -196,38 +193,13 @@ def plan_candidates(
         for d in decisions
         if d.skip is Skip.COOLING_DOWN and d.record.cooldown_until is not None
     ]
-    first = platform[0] if options[0].route.provider == platform[0].provider else None
     return RoutePlan(
         provider=options[0].route.provider,
         candidates=tuple(candidates),
         skipped={d.record.id: d.reason or "" for d in decisions if d.skip is not None},
-        platform_allowed=any(p.allowed for p in platform),
-        platform_reason=first.reason if first else None,
         keys=tuple(decisions),
         platform=tuple(platform),
         retry_at=min(cooldowns) if cooldowns else None,
-    )
-
-
-def plan_route(
-    provider: str,
-    keys: Sequence[ResolvedKey],
-    *,
-    platform_key: SecretStr | None,
-    allow_platform_fallback: bool,
-    platform_attribution: str,
-    now: datetime,
-    usage: Mapping[str, KeyUsage] | None = None,
-    model: str = "",
-    turn: int = 0,
-) -> RoutePlan:
-    """``plan_candidates`` for one provider (``provider/model`` requests)."""
-    return plan_candidates(
-        [ProviderOption(ModelRoute(provider, model), keys, platform_key)],
-        policy=RoutePolicy(allow_platform_fallback, platform_attribution),
-        usage=usage or {},
-        now=now,
-        turn=turn,
     )
 
 

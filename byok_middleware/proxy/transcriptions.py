@@ -63,7 +63,6 @@ def reported_usage(data: Any, *, provider: str) -> Usage | None:
     if isinstance(duration, bool) or not isinstance(duration, int | float):
         return None
     return Usage(audio_seconds=float(duration)) if 0 < duration < math.inf else None
-    return None
 
 
 def _is_json(content_type: str) -> bool:
@@ -104,5 +103,4 @@ async def handle_transcription(gateway: Gateway, call: Call, incoming: Incoming)
         raw=raw,
         data=data,
         usage=usage,
-        cost=gateway.cost(call, usage),
     )

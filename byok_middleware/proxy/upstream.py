@@ -48,10 +48,6 @@ class Candidate:
     def key_id(self) -> str | None:
         return self.record.id if self.record is not None else None
 
-    @property
-    def is_byok(self) -> bool:
-        return self.record is not None
-
 
 class EmptyStream(Exception):
     """A 2xx stream ended before its first event: nothing reached the client, so fail over."""
