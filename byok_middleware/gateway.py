@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import AsyncIterable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 import httpx
@@ -15,7 +16,7 @@ from byok_middleware.config import BYOKConfig
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, ConfigurationError
 from byok_middleware.identity import GatewayKeyIdentity, Identify
-from byok_middleware.keys.service import KeyService
+from byok_middleware.keys.service import KeyService, ResolvedKey
 from byok_middleware.pricing import GenaiPrices, PriceSource, Usage
 from byok_middleware.providers.specs import PROVIDERS
 from byok_middleware.proxy.failover import attempt_candidates
@@ -34,9 +35,8 @@ from byok_middleware.proxy.transport import (
     AiohttpUpstream,
     HttpxUpstream,
     UpstreamClient,
-    UpstreamResponse,
 )
-from byok_middleware.proxy.upstream import Candidate
+from byok_middleware.proxy.upstream import Candidate, Forwarded
 from byok_middleware.redaction import Redactor
 from byok_middleware.shared import EVERY_TENANT
 from byok_middleware.state import Counters, InvalidationBus, LocalBus, MemoryCounters
@@ -87,6 +87,9 @@ def _shared_state(
     )
 
 
+_PATTERNS_ONLY = Redactor()
+
+
 @dataclass(slots=True)
 class Call:
     """Per-request facts the proxy handlers share (never stored on the middleware)."""
@@ -98,19 +101,18 @@ class Call:
     provider: str = ""
     model: str = ""
     attempts: int = 0
-    redactor: Redactor = field(default_factory=Redactor)
+    # Until a candidate is chosen: the key-shaped patterns only (immutable, so shared).
+    redactor: Redactor = _PATTERNS_ONLY
     # Every provider that may serve the call (a bare model name may have several); empty means
     # just (provider, model). ``forward`` sets provider and model to the one that served.
     routes: tuple[ModelRoute, ...] = ()
     candidate: Candidate | None = None  # the last one tried
 
 
-@dataclass(slots=True)
-class Forwarded:
-    """A successful upstream response (still open) and who paid for it."""
-
-    response: UpstreamResponse
-    candidate: Candidate
+@dataclass(frozen=True, slots=True)
+class _CachedPlan:
+    keys: tuple[Sequence[ResolvedKey], ...]  # what keys_for returned, compared by identity
+    plan: RoutePlan
 
 
 class Gateway:
@@ -156,6 +158,8 @@ class Gateway:
         self.health = HealthRecorder(self.keys, self.store, clock)
         self.limits = LimitTracker(self.counters, self.store, clock)
         self._turn = 0  # round-robin over keys of equal price and priority
+        self._policy = RoutePolicy(config.allow_platform_fallback, config.platform_attribution)
+        self._plans: dict[tuple[str, tuple[ModelRoute, ...]], _CachedPlan] = {}
 
     def __repr__(self) -> str:
         return f"Gateway(prefix={self.config.prefix!r}, store={type(self.store).__name__})"
@@ -231,25 +235,29 @@ class Gateway:
 
         ``advance`` moves the round-robin on; a dry run leaves it where the next request finds it.
         """
-        if isinstance(routes, str):
-            routes = (ModelRoute(routes, ""),)
-        options: list[ProviderOption] = []
-        for route in routes:
-            keys = await self.keys.keys_for(tenant_id, route.provider)
-            options.append(ProviderOption(route, keys, self.platform_keys.get(route.provider)))
-        usage = await self.limits.usage(k.record for o in options for k in o.keys)
+        routes = (ModelRoute(routes, ""),) if isinstance(routes, str) else tuple(routes)
+        keys = tuple([await self.keys.keys_for(tenant_id, route.provider) for route in routes])
         turn = self._turn
         if advance:
             self._turn = (self._turn + 1) % 1_000_000_007
-        return plan_candidates(
-            options,
-            policy=RoutePolicy(
-                self.config.allow_platform_fallback, self.config.platform_attribution
-            ),
-            usage=usage,
-            now=self.clock(),
-            turn=turn,
+        # A steady plan is reused while keys_for returns the very same key lists (any change to
+        # the tenant's keys, their health included, or the cache's expiry makes new ones).
+        cached = self._plans.get((tenant_id, routes))
+        if cached is not None and all(map(operator.is_, cached.keys, keys)):
+            return cached.plan
+        options = [
+            ProviderOption(route, route_keys, self.platform_keys.get(route.provider))
+            for route, route_keys in zip(routes, keys, strict=True)
+        ]
+        usage = await self.limits.usage(k.record for o in options for k in o.keys)
+        plan = plan_candidates(
+            options, policy=self._policy, usage=usage, now=self.clock(), turn=turn
         )
+        if plan.steady:
+            if len(self._plans) >= 4096:
+                self._plans.clear()  # bounded: tenants and models come and go
+            self._plans[(tenant_id, routes)] = _CachedPlan(keys, plan)
+        return plan
 
     def no_key_error(self, plan: RoutePlan) -> BYOKError:
         """The error for a plan without candidates: 429 naming the limits, else 400."""

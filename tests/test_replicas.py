@@ -346,7 +346,7 @@ async def test_key_changes_invalidate_the_other_replicas_cache(
     await first.keys.set_health(record, status=KeyStatus.INVALID, last_error="401")
     await until(lambda keys: keys[0].record.status is KeyStatus.INVALID)
     await first.keys.delete("t1", record.id)
-    await until(lambda keys: keys == [])
+    await until(lambda keys: len(keys) == 0)
 
 
 def test_replica_environment_has_no_stray_settings() -> None:

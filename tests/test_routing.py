@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from byok_middleware import BYOKConfig, generate_master_key
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import InvalidRequest, NoProviderKey, RateLimited
+from byok_middleware.gateway import Gateway
+from byok_middleware.keys.schemas import KeyCreate, KeyUpdate
 from byok_middleware.keys.service import ResolvedKey
 from byok_middleware.pricing import GenaiPrices
 from byok_middleware.proxy.health import (
@@ -31,6 +34,7 @@ from byok_middleware.proxy.routing import (
 )
 from byok_middleware.proxy.upstream import RETRYABLE_STATUSES
 from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
+from byok_middleware.storage.memory import MemoryStore
 
 NOW = datetime(2026, 5, 17, 12, 0, tzinfo=UTC)
 PLATFORM = SecretStr("sk-platform")
@@ -296,3 +300,66 @@ def test_unknown_bare_name_is_a_400(name: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         resolve_routes(name, ModelCatalogue(GenaiPrices()), when=NOW)
     assert caught.value.param == "model"
+
+
+# --- steady plans and the gateway's plan cache --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "steady"),
+    [
+        ([], True),
+        ([key("a"), key("b", priority=2)], True),
+        ([key("a", status=KeyStatus.INVALID), key("b")], True),
+        ([key("a"), key("b")], False),  # equal rank: the round-robin rotates them
+        ([key("a", rpm=5)], False),  # usage moves the plan
+        ([key("a", monthly_budget_usd=Decimal(1))], False),
+        ([key("a", status=KeyStatus.COOLING_DOWN, cooldown_until=NOW + timedelta(1))], False),
+    ],
+)
+def test_a_plan_is_steady_only_when_time_turn_and_usage_cannot_change_it(
+    keys: list[ResolvedKey], steady: bool
+) -> None:
+    plan = plan_candidates([option(keys)], policy=RoutePolicy(), usage={}, now=NOW)
+    assert plan.steady is steady
+
+
+async def test_the_gateway_reuses_a_steady_plan_until_the_keys_change() -> None:
+    """One plan object while the key cache holds; rotation, health and deletion replan."""
+    config = BYOKConfig(
+        master_key=generate_master_key(), platform_keys={"openai": "sk-platform-key-0123"}
+    )
+    gateway = Gateway(config, store=MemoryStore())
+    await gateway.store.open()
+    try:
+        record = await gateway.keys.create("t1", KeyCreate(provider="openai", api_key="sk-one"))
+        first = await gateway.plan("t1", "openai")
+        assert await gateway.plan("t1", "openai") is first
+        assert [c.key_id for c in first.candidates] == [record.id, None]
+        assert await gateway.plan("t2", "openai") is not first  # another tenant, its own plan
+
+        await gateway.keys.update("t1", record.id, KeyUpdate(api_key="sk-two"))
+        rotated = await gateway.plan("t1", "openai")
+        assert rotated is not first
+        assert rotated.candidates[0].secret.reveal() == "sk-two"
+
+        await gateway.keys.set_health(rotated.keys[0].record, status=KeyStatus.INVALID)
+        assert [c.key_id for c in (await gateway.plan("t1", "openai")).candidates] == [None]
+
+        await gateway.keys.delete("t1", record.id)
+        assert (await gateway.plan("t1", "openai")).keys == ()
+    finally:
+        await gateway.store.close()
+
+
+async def test_equal_keys_still_take_turns_through_the_gateway() -> None:
+    """Plans that rotate are never cached: consecutive plans start with different keys."""
+    gateway = Gateway(BYOKConfig(master_key=generate_master_key()), store=MemoryStore())
+    await gateway.store.open()
+    try:
+        for secret in ("sk-one", "sk-two"):
+            await gateway.keys.create("t1", KeyCreate(provider="openai", api_key=secret))
+        firsts = {(await gateway.plan("t1", "openai")).candidates[0].key_id for _ in range(4)}
+        assert len(firsts) == 2
+    finally:
+        await gateway.store.close()

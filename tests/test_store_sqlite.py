@@ -8,7 +8,7 @@ import sys
 import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
-from datetime import timedelta
+from datetime import timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,8 +17,14 @@ import pytest
 
 from byok_middleware.errors import ConfigurationError
 from byok_middleware.storage import KeyStore, MemoryStore, SQLiteStore, store_from_url
+from byok_middleware.storage.base import UsageRecord
 from byok_middleware.storage.migrations import SQLITE_MIGRATIONS, latest_version
-from byok_middleware.storage.sqlite import apply_migrations
+from byok_middleware.storage.sqlite import (
+    _USAGE_FIELDS,
+    _encode_record,
+    _encode_usage,
+    apply_migrations,
+)
 from tests.store_contract import T0, StoreContract, key, tenant, usage
 
 
@@ -214,3 +220,17 @@ def test_store_from_url_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "byok_middleware.storage.postgres", module)
     url = "postgresql://u:p@db:5432/byok"
     assert store_from_url(url) == ("postgres-store", url)  # type: ignore[comparison-overlap]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        usage("r1"),
+        usage("r2", cost=None, key_id=None, cache_hit=True, error_type="rate_limit_exceeded"),
+        usage("r3", at=T0.astimezone(timezone(timedelta(hours=5))), attempts=3),
+    ],
+)
+def test_the_ledger_row_encoder_matches_the_generic_one(row: UsageRecord) -> None:
+    """The unrolled encoder of the per-request row binds what the generic one would, in the
+    column order of the INSERT (a field added to UsageRecord fails here until both agree)."""
+    assert _encode_usage(row) == _encode_record(row, _USAGE_FIELDS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,12 +157,16 @@ class KeyService:
         await self._store.update_key(record.tenant_id, record.id, changes, self._clock())
         await self._changed(record.tenant_id)
 
-    async def keys_for(self, tenant_id: str, provider: str) -> list[ResolvedKey]:
-        """The tenant's keys of ``provider`` (every status), by priority, decrypted and cached."""
+    async def keys_for(self, tenant_id: str, provider: str) -> Sequence[ResolvedKey]:
+        """The tenant's keys of ``provider`` (every status), by priority, decrypted and cached.
+
+        The same sequence object is returned until the tenant's keys change or the cache entry
+        expires, so callers may cache what they derive from it by identity (the key plan does).
+        """
         entry = self._cache.get(tenant_id)
         if entry is None or entry.expires <= self._monotonic():
             entry = await self._load(tenant_id)
-        return entry.by_provider.get(provider, [])
+        return entry.by_provider.get(provider, ())
 
     async def _load(self, tenant_id: str) -> _TenantKeys:
         by_provider: dict[str, list[ResolvedKey]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -75,7 +76,7 @@ class GenaiPrices:
     (``ModelPrice()`` declares a model free). Model names match case-insensitively; google's
     ``models/`` prefix is ignored; genai-prices resolves dated ids (``gpt-4o-2024-08-06``).
 
-    Each ``(provider, model)`` is resolved once and kept in an LRU of ``cache_size`` entries; each
+    Each ``(provider, model)`` is resolved once and kept in a cache of ``cache_size`` entries; each
     genai-prices price object is compiled once into a ``PricePlan``. The request time still picks
     the price (DeepSeek off-peak hours, dated price changes). An unknown model logs one warning
     on ``byok_middleware.pricing``, not one per request. If genai-prices' data is replaced at
@@ -122,6 +123,11 @@ class GenaiPrices:
     def _entry(self, provider: str, model: str) -> _Entry:
         key = (provider, model)
         snapshot = data_snapshot.get_snapshot()
+        if snapshot is self._snapshot:
+            # The hot path, without the lock (one dict lookup is atomic). Hits do not refresh
+            # recency, so the cache drops its oldest entry first: fine at this size.
+            with contextlib.suppress(KeyError):
+                return self._entries[key]
         with self._lock:
             if snapshot is not self._snapshot:
                 self._entries.clear()

@@ -159,7 +159,9 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 def _count(value: object) -> int:
     """A token count from JSON: non-negative int; anything else (null, bool, text, NaN) is 0."""
-    if isinstance(value, bool):
+    if type(value) is int:  # nearly every count: one type check, not four
+        return value if value > 0 else 0
+    if value is None or isinstance(value, bool):
         return 0
     if isinstance(value, int):
         return max(value, 0)

@@ -6,13 +6,12 @@ forward with failover, translate the answer or each streamed event as it arrives
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import httpx
 
-from byok_middleware.asgi import Receive, Send, dumps
+from byok_middleware.asgi import Receive, Send, dumps, loads
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers import anthropic
@@ -132,7 +131,7 @@ async def _relay_stream(
                     if event is None or not event.data:
                         continue
                     try:
-                        parsed = json.loads(event.data)
+                        parsed = loads(event.data)
                     except ValueError:
                         continue
                     for chunk in translator.feed(event.event or "", parsed):

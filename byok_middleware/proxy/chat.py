@@ -70,13 +70,12 @@ async def handle_chat(
         return payloads[model], dict(JSON_HEADERS)
 
     forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
-    meta = call_metadata(call, forwarded)
     if stream:
         await relay_openai_stream(
             gateway,
             call,
             forwarded,
-            meta,
+            call_metadata(call, forwarded),
             include_usage=_client_wants_usage(body),
             receive=receive,
             send=send,

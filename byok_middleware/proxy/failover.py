@@ -25,6 +25,7 @@ from byok_middleware.proxy.transport import UpstreamResponse
 from byok_middleware.proxy.upstream import (
     Candidate,
     EmptyStream,
+    Forwarded,
     auth_headers,
     await_first_event,
     normalize_error,
@@ -33,7 +34,7 @@ from byok_middleware.proxy.upstream import (
 from byok_middleware.redaction import bind_call_redactor
 
 if TYPE_CHECKING:
-    from byok_middleware.gateway import BuildRequest, Call, Forwarded, Gateway
+    from byok_middleware.gateway import BuildRequest, Call, Gateway
     from byok_middleware.proxy.routing import RoutePlan
 
 __all__ = ["attempt_candidates"]
@@ -49,8 +50,6 @@ async def attempt_candidates(
     method: str,
     stream: bool,
 ) -> Forwarded:
-    from byok_middleware.gateway import Forwarded
-
     last_error: BYOKError | None = None
     for candidate in plan.candidates:
         call.attempts += 1

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from byok_middleware.asgi import Send, dumps, send_bytes
+from byok_middleware.asgi import Send, dumps, loads, send_bytes
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import Usage
 from byok_middleware.proxy.metadata import CallMetadata
@@ -53,7 +52,7 @@ async def read_json(forwarded: Forwarded) -> tuple[bytes, Any]:
     finally:
         await response.aclose()
     try:
-        return raw, json.loads(raw)
+        return raw, loads(raw)
     except ValueError:
         return raw, None
 

@@ -19,7 +19,7 @@ from itertools import groupby
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, NoProviderKey, RateLimited
 from byok_middleware.keys.service import ResolvedKey
-from byok_middleware.proxy.limits import KeyUsage, limit_reason
+from byok_middleware.proxy.limits import KeyUsage, has_limits, limit_reason
 from byok_middleware.proxy.models import ModelRoute
 from byok_middleware.proxy.upstream import Candidate
 from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
@@ -88,6 +88,9 @@ class RoutePlan:
     keys: tuple[KeyDecision, ...] = ()
     platform: tuple[PlatformDecision, ...] = ()
     retry_at: datetime | None = None  # the earliest end of a cooldown among skipped keys
+    # The same keys and policy give this very plan at any time and turn: no key has a limit or
+    # a cooldown, and no two keys share a rank (so the round-robin has nothing to rotate).
+    steady: bool = False
 
     @property
     def limited(self) -> dict[str, str]:
@@ -176,8 +179,10 @@ def plan_candidates(
                 )
     usable.sort(key=lambda item: (item[0], item[1]))
     candidates: list[Candidate] = []
+    rotated = False
     for _, group in groupby(usable, key=lambda item: item[0]):
         equals = [item[2] for item in group]
+        rotated = rotated or len(equals) > 1
         shift = turn % len(equals)  # spread the load over keys of equal price and priority
         candidates.extend(equals[shift:] + equals[:shift])
 
@@ -200,6 +205,10 @@ def plan_candidates(
         keys=tuple(decisions),
         platform=tuple(platform),
         retry_at=min(cooldowns) if cooldowns else None,
+        steady=not rotated
+        and not any(
+            has_limits(d.record) or d.record.status is KeyStatus.COOLING_DOWN for d in decisions
+        ),
     )
 
 

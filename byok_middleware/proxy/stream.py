@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable
 from typing import Any
 
 import httpx
 
-from byok_middleware.asgi import Receive, Send, dumps
+from byok_middleware.asgi import Receive, Send, dumps, loads
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import Usage, usage_from_chunk
 from byok_middleware.proxy.metadata import CallMetadata
@@ -148,13 +147,13 @@ async def relay_openai_stream(
                         continue
                     if state.first is None:
                         with contextlib.suppress(ValueError):
-                            state.first = json.loads(payload)
+                            state.first = loads(payload)
                     if _is_error(payload):
                         state.error_type = "upstream_stream_error"
                         out.append(call.redactor(raw.decode("utf-8", "replace")).encode())
                         continue
                     if _has_usage(payload):
-                        chunk = json.loads(payload)
+                        chunk = loads(payload)
                         state.usage = usage_from_chunk(chunk, provider=call.provider) or state.usage
                         if not chunk.get("choices"):
                             held = chunk if include_usage else None

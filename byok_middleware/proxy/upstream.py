@@ -18,6 +18,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "Candidate",
     "EmptyStream",
+    "Forwarded",
     "auth_headers",
     "await_first_event",
     "normalize_error",
@@ -47,6 +48,14 @@ class Candidate:
     @property
     def key_id(self) -> str | None:
         return self.record.id if self.record is not None else None
+
+
+@dataclass(slots=True)
+class Forwarded:
+    """A successful upstream response (still open) and who paid for it."""
+
+    response: UpstreamResponse
+    candidate: Candidate
 
 
 class EmptyStream(Exception):

@@ -87,6 +87,31 @@ def _encode_record(record: object, names: Sequence[str]) -> tuple[object, ...]:
     return tuple(_encode(getattr(record, name), name) for name in names)
 
 
+def _encode_usage(row: UsageRecord) -> tuple[object, ...]:
+    """A ledger row as ``_INSERT_USAGE`` binds it: ``_encode_record`` unrolled for the one record
+    written per request (its types are fixed, so no per-field type dispatch)."""
+    cost = row.cost_usd
+    return (
+        row.request_id,
+        row.tenant_id,
+        row.key_id,
+        row.provider,
+        row.model,
+        row.endpoint,
+        row.attribution,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.cached_tokens,
+        None if cost is None else str(cost),
+        row.status_code,
+        row.latency_ms,
+        _ts(row.created_at, "created_at"),
+        row.attempts,
+        int(row.cache_hit),
+        row.error_type,
+    )
+
+
 # Columns whose stored form is not already the Python value (NULL stays None).
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "ciphertext": bytes,
@@ -207,7 +232,7 @@ class SQLiteStore:
             conn.row_factory = sqlite3.Row
             # busy_timeout first: switching to WAL itself needs the write lock.
             await conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            await conn.execute("PRAGMA journal_mode = WAL")
+            await self._enable_wal(conn)
             # In WAL mode NORMAL never corrupts the file; a power cut (not a crash of the
             # process) can lose only the last commits, and it saves an fsync per commit.
             await conn.execute("PRAGMA synchronous = NORMAL")
@@ -218,6 +243,23 @@ class SQLiteStore:
             raise
         self._conn = conn
         return conn
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        """Switch the file to WAL. When another process opens the same new file at the same
+        moment the switch can fail at once with "database is locked" (SQLite does not wait out
+        busy_timeout there), so it is retried, with backoff, for as long as busy_timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._busy_timeout_ms / 1000
+        delay = 0.005
+        while True:
+            try:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -386,7 +428,7 @@ class SQLiteStore:
 
     async def record_usage(self, rows: Sequence[UsageRecord]) -> None:
         # Encoded before the transaction: a bad row (naive datetime) stores none of the batch.
-        encoded = [_encode_record(row, _USAGE_FIELDS) for row in rows]
+        encoded = [_encode_usage(row) for row in rows]
         if encoded:
             async with self._transaction() as conn:
                 await conn.executemany(_INSERT_USAGE, encoded)

@@ -1,0 +1,140 @@
+"""``python -m benchmarks.inproc``: the gateway's own CPU per request, without network or server.
+
+The BYOK middleware (SQLite store in a temporary directory, one tenant with one OpenAI key) is
+called as an ASGI app in-process; its upstream client is a stub that answers a canned chat
+completion at once. What is left is exactly the package's per-request work: routing, identity,
+the key plan, body parsing, metering, the metadata, the ledger row and its batched write. Prints
+microseconds per request (best of ``--rounds``) and, with ``--profile``, the top cProfile
+entries. Numbers are for comparing two versions of the code on one machine in one sitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import cProfile
+import os
+import pstats
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
+from byok_middleware.asgi import Message
+from byok_middleware.keys.schemas import KeyCreate
+from byok_middleware.proxy.transport import Body
+
+ANSWER = (
+    b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o",'
+    b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello."},'
+    b'"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,'
+    b'"total_tokens":15}}'
+)
+REQUEST = b'{"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]}'
+
+
+class _Response:
+    status_code = 200
+    headers: Mapping[str, str] = {"content-type": "application/json"}
+
+    async def aread(self) -> bytes:
+        return ANSWER
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        yield ANSWER
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _StubUpstream:
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        content: Body | None = None,
+        time_limit: float | None = None,
+    ) -> _Response:
+        return _Response()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _host(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    raise RuntimeError("the host app is not reached in this benchmark")
+
+
+async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = BYOKConfig(
+            master_key=base64.b64encode(os.urandom(32)).decode(),
+            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+        )
+        middleware = BYOKMiddleware(_host, config=config)
+        gateway = middleware.gateway
+        await gateway.open()
+        middleware._opened = True
+        gateway._client = _StubUpstream()
+        tenant, gateway_key = await create_tenant(gateway.store, "bench")
+        await gateway.keys.create(tenant.id, KeyCreate(provider="openai", api_key="sk-" + "a" * 40))
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/chat/completions",
+            "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"authorization", b"Bearer " + gateway_key.encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(REQUEST)).encode()),
+            ],
+        }
+        statuses: list[int] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": REQUEST, "more_body": False}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        async def batch() -> float:
+            started = time.process_time()
+            for _ in range(requests):
+                await middleware(scope, receive, send)
+            await gateway.ledger.flush()
+            return (time.process_time() - started) / requests * 1e6
+
+        await batch()  # warm-up: caches, prices, the first SQLite write
+        best = min([await batch() for _ in range(rounds)])
+        if set(statuses) != {200}:
+            raise RuntimeError(f"unexpected statuses: {sorted(set(statuses))}")
+        print(f"gateway own CPU per plain request: {best:.1f} us (best of {rounds} x {requests})")
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await batch()
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats(sort).print_stats(top)
+        await gateway.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="then one batch under cProfile")
+    parser.add_argument("--sort", default="tottime", help="pstats order: tottime, cumulative")
+    parser.add_argument("--top", type=int, default=30, help="profile entries to print")
+    args = parser.parse_args()
+    asyncio.run(_run(args.requests, args.rounds, args.profile, args.sort, args.top))
+
+
+if __name__ == "__main__":
+    main()
