@@ -20,7 +20,14 @@ from pathlib import Path
 
 from benchmarks import measure
 from benchmarks.procs import Server
-from benchmarks.targets import ROOT, WORK, event_loop, gateway_targets, register_provider_key
+from benchmarks.targets import (
+    ROOT,
+    WORK,
+    bare_targets,
+    event_loop,
+    gateway_targets,
+    register_provider_key,
+)
 
 MOCK_PORT, GATEWAY_PORT = 18100, 18300
 PY_SPY = Path(sys.executable).with_name("py-spy")
@@ -66,7 +73,9 @@ def summarize(speedscope: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def profile(name: str, body: bytes, url: str, auth: str, pid: int, seconds: int, label: str) -> str:
+def profile(
+    name: str, body: bytes, url: str, auth: str | None, pid: int, seconds: int, label: str
+) -> str:
     measure.run_wrk(url, body, auth, connections=32, seconds=2, server_pid=None, core="1")
     speedscope = ROOT / "benchmarks" / f"profile-{label}-{name}.speedscope.json"
     load = threading.Thread(
@@ -84,6 +93,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=12)
     parser.add_argument("--label", default="after", help="profile-<label>-<scenario> files")
+    parser.add_argument(
+        "--target",
+        default="gateway",
+        help="a target key of benchmarks.run (gateway, gateway-starlette, aiohttp, ...)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     WORK.mkdir(parents=True, exist_ok=True)
@@ -94,16 +108,20 @@ def main() -> int:
         core="1", port=MOCK_PORT, env={}, log=WORK / "profile-mock.log", cwd=ROOT,
     )  # fmt: skip
     try:
-        target = gateway_targets(event_loop(), upstream, tmp)[0]
-        assert target.argv is not None
-        assert target.auth is not None
+        targets = bare_targets(event_loop(), upstream) + gateway_targets(
+            event_loop(), upstream, tmp
+        )
+        target = next((t for t in targets if t.key == args.target and t.argv), None)
+        if target is None or target.argv is None:
+            raise SystemExit(f"no server target {args.target!r}")
         argv = [p.replace("{port}", str(GATEWAY_PORT)) for p in target.argv]
         server = Server.start(
             argv, core="0", port=GATEWAY_PORT, env=target.env, log=WORK / "profile-gw.log",
             cwd=ROOT,
         )  # fmt: skip
         try:
-            register_provider_key(GATEWAY_PORT, target.auth)
+            if target.auth is not None:  # a gateway: its tenant needs a provider key
+                register_provider_key(GATEWAY_PORT, target.auth)
             url = target.url(GATEWAY_PORT)
             for name, stream in (("plain", False), ("stream", True)):
                 body = measure.chat_body(stream=stream)

@@ -18,7 +18,7 @@ from byok_middleware.errors import BYOKError, ConfigurationError
 from byok_middleware.identity import GatewayKeyIdentity, Identify
 from byok_middleware.keys.service import KeyService, ResolvedKey
 from byok_middleware.pricing import GenaiPrices, PriceSource, Usage
-from byok_middleware.providers.specs import PROVIDERS
+from byok_middleware.providers.specs import PROVIDERS, split_model
 from byok_middleware.proxy.failover import attempt_candidates
 from byok_middleware.proxy.health import HealthRecorder
 from byok_middleware.proxy.ledger import Ledger
@@ -160,6 +160,7 @@ class Gateway:
         self._turn = 0  # round-robin over keys of equal price and priority
         self._policy = RoutePolicy(config.allow_platform_fallback, config.platform_attribution)
         self._plans: dict[tuple[str, tuple[ModelRoute, ...]], _CachedPlan] = {}
+        self._named_routes: dict[str, tuple[ModelRoute, ...]] = {}
 
     def __repr__(self) -> str:
         return f"Gateway(prefix={self.config.prefix!r}, store={type(self.store).__name__})"
@@ -221,10 +222,17 @@ class Gateway:
     def route_model(self, call: Call, model: object) -> None:
         """Resolve ``model`` onto ``call``: ``provider/model``, or a bare name through the
         catalogue (every provider serving it, cheapest first). Raises ``InvalidRequest`` (400)."""
-        routes = resolve_routes(model, self.catalogue, when=self.clock())
-        # One wire format per call: the handler builds the body for it (cheapest provider's).
-        wire = PROVIDERS[routes[0].provider].wire
-        routes = tuple(r for r in routes if PROVIDERS[r.provider].wire is wire)
+        routes = self._named_routes.get(model) if type(model) is str else None
+        if routes is None:
+            routes = resolve_routes(model, self.catalogue, when=self.clock())
+            # One wire format per call: the handler builds the body for it (the cheapest's).
+            wire = PROVIDERS[routes[0].provider].wire
+            routes = tuple(r for r in routes if PROVIDERS[r.provider].wire is wire)
+            if isinstance(model, str) and split_model(model)[0] is not None:
+                # provider/model routes never change; bare names are priced at the time.
+                if len(self._named_routes) >= 4096:
+                    self._named_routes.clear()  # model names are client input: bounded
+                self._named_routes[model] = routes
         call.routes = routes
         call.provider, call.model = routes[0].provider, routes[0].model
 

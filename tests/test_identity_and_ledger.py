@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -113,4 +114,51 @@ async def test_ledger_writes_in_the_background() -> None:
             break
         await asyncio.sleep(0.02)
     assert len(await store.list_usage("t")) == 1
+    await ledger.close()
+
+
+class _SlowStore(MemoryStore):
+    """A store whose ledger writes take a while and are counted (rows per transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[int] = []
+
+    async def record_usage(self, rows: Sequence[UsageRecord]) -> None:
+        self.writes.append(len(rows))
+        await asyncio.sleep(0.01)
+        await super().record_usage(rows)
+
+
+async def test_a_flush_writes_what_was_queued_not_what_arrives_meanwhile() -> None:
+    """Under steady traffic a flush is one transaction per batch: rows queued while it writes
+    wait for the next flush instead of each costing a transaction of their own."""
+    store = _SlowStore()
+    await store.open()
+    ledger = Ledger(store, interval=60, batch=1000)
+    for index in range(50):
+        ledger.record(_row(f"first{index}"))
+
+    async def traffic() -> None:
+        for index in range(20):
+            ledger.record(_row(f"later{index}"))
+            await asyncio.sleep(0.002)
+
+    await asyncio.gather(ledger.flush(), traffic())
+    assert store.writes == [50]
+    await ledger.close()
+    assert sum(store.writes) == 70
+    assert len(await store.list_usage("t", limit=100)) == 70
+
+
+async def test_concurrent_flushes_lose_no_row() -> None:
+    """Two flushes at once (the background writer and GET /usage) write each row once."""
+    store = _SlowStore()
+    await store.open()
+    ledger = Ledger(store, interval=60, batch=7)
+    for index in range(30):
+        ledger.record(_row(f"r{index}"))
+    await asyncio.gather(ledger.flush(), ledger.flush())
+    assert len(await store.list_usage("t", limit=100)) == 30
+    assert sum(store.writes) == 30
     await ledger.close()

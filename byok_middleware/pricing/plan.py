@@ -58,26 +58,37 @@ def genai_usage_values(usage: Usage) -> dict[str, int | float]:
     Subsets are clamped to their totals first, so an inconsistent hand-built ``Usage`` is billed
     for no more tokens than it reports in total.
     """
-    prompt = max(usage.prompt_tokens, 0)
-    completion = max(usage.completion_tokens, 0)
-    cached = min(usage.cached_tokens, prompt)
-    values: dict[str, int | float] = {
-        "input_tokens": prompt,
-        "output_tokens": completion,
-        "cache_read_tokens": cached,
-        "cache_write_tokens": min(usage.cache_write_tokens, prompt - cached),
-        "output_reasoning_tokens": min(usage.reasoning_tokens, completion),
-        "input_audio_tokens": min(usage.audio_prompt_tokens, prompt),
-        "input_image_tokens": min(usage.image_prompt_tokens, prompt),
-        "output_audio_tokens": min(usage.audio_completion_tokens, completion),
-        "output_image_tokens": min(usage.image_completion_tokens, completion),
-    }
-    if usage.audio_seconds is not None:
+    values: dict[str, int | float] = {}
+    prompt = usage.prompt_tokens
+    if prompt > 0:
+        values["input_tokens"] = prompt
+        # Each subset is looked at only when reported (most calls report none of them).
+        cached = usage.cached_tokens
+        if cached > 0:
+            cached = values["cache_read_tokens"] = min(cached, prompt)
+        else:
+            cached = 0
+        _put(values, "cache_write_tokens", usage.cache_write_tokens, prompt - cached)
+        _put(values, "input_audio_tokens", usage.audio_prompt_tokens, prompt)
+        _put(values, "input_image_tokens", usage.image_prompt_tokens, prompt)
+    completion = usage.completion_tokens
+    if completion > 0:
+        values["output_tokens"] = completion
+        _put(values, "output_reasoning_tokens", usage.reasoning_tokens, completion)
+        _put(values, "output_audio_tokens", usage.audio_completion_tokens, completion)
+        _put(values, "output_image_tokens", usage.image_completion_tokens, completion)
+    if usage.audio_seconds is not None and usage.audio_seconds > 0:
         # Speech-to-text audio is input audio; genai-prices does the same for Groq whisper.
         values["audio_seconds"] = values["input_audio_seconds"] = usage.audio_seconds
-    if usage.characters is not None:
+    if usage.characters is not None and usage.characters > 0:
         values["input_characters"] = usage.characters
-    return {key: value for key, value in values.items() if value > 0}
+    return values
+
+
+def _put(values: dict[str, int | float], key: str, count: int, total: int) -> None:
+    """``values[key] = min(count, total)`` when that is positive."""
+    if count > 0 and total > 0:
+        values[key] = min(count, total)
 
 
 class PricePlan:

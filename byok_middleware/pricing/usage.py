@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ["Usage", "usage_from_chunk", "usage_from_openai"]
@@ -60,12 +61,15 @@ def usage_from_openai(usage: Mapping[str, Any] | None, *, provider: str) -> Usag
     ``{"type": "duration", "seconds": …}`` are accepted too. Returns ``None`` for a missing or
     empty usage. Subset counts are clamped to their totals, so the result is always consistent.
     """
-    if not usage or not isinstance(usage, Mapping):
+    if not usage or not (type(usage) is dict or isinstance(usage, Mapping)):
         return None
-    if usage.get("type") == "duration" or ("seconds" in usage and "prompt_tokens" not in usage):
+    if usage.get("type") == "duration":
         return Usage(audio_seconds=_seconds(usage.get("seconds")))
-    if "prompt_tokens" not in usage and "input_tokens" in usage:
-        return _from_input_output(usage)
+    if "prompt_tokens" not in usage:
+        if "seconds" in usage:
+            return Usage(audio_seconds=_seconds(usage.get("seconds")))
+        if "input_tokens" in usage:
+            return _from_input_output(usage)
 
     prompt = _count(usage.get("prompt_tokens"))
     completion = _count(usage.get("completion_tokens"))
@@ -153,8 +157,13 @@ def _consistent(
     )
 
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    if type(value) is dict:  # JSON objects: no ABC check
+        return value
+    return value if value is not None and isinstance(value, Mapping) else _EMPTY
 
 
 def _count(value: object) -> int:

@@ -27,6 +27,7 @@ class Ledger:
         self._batch = batch
         self._pending: list[UsageRecord] = []
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -45,9 +46,18 @@ class Ledger:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Write everything queued so far."""
-        while self._pending:
-            rows = self._pending[: self._batch]
+        """Write the rows queued when the flush began, ``batch`` rows per transaction.
+
+        Rows queued while it writes wait for the next flush: chasing them would, under steady
+        traffic, turn one flush into a stream of transactions of a row or two each.
+        """
+        async with self._flushing:  # one at a time: each removes the rows it wrote
+            await self._flush()
+
+    async def _flush(self) -> None:
+        remaining = len(self._pending)
+        while remaining > 0:
+            rows = self._pending[: min(self._batch, remaining)]
             for attempt in (1, 2):
                 try:
                     await self._store.record_usage(rows)
@@ -60,6 +70,7 @@ class Ledger:
             # Removed only after the write: rows are never lost in flight (duplicates are ignored
             # by request_id, so a retried row is never counted twice).
             del self._pending[: len(rows)]
+            remaining -= len(rows)
 
     async def _run(self) -> None:
         while not self._closed:
@@ -75,4 +86,5 @@ class Ledger:
         if self._task is not None:
             await self._task
             self._task = None
-        await self.flush()
+        while self._pending:  # calls still finishing may queue rows while we write
+            await self.flush()
