@@ -192,9 +192,13 @@ class Gateway:
         # Another replica (or this one) changed the tenant's keys: reload them on next use.
         if tenant_id != EVERY_TENANT:
             self.keys.invalidate(tenant_id)
+            # Its cached plans are stale now; drop them rather than keep old secrets around.
+            for stale in [k for k in self._plans if k[0] == tenant_id]:
+                del self._plans[stale]
             return
         # The bus reconnected and may have missed changes, or gateway keys were revoked.
         self.keys.invalidate()
+        self._plans.clear()
         if self.gateway_keys is not None:
             self.gateway_keys.forget()
 

@@ -352,6 +352,23 @@ async def test_the_gateway_reuses_a_steady_plan_until_the_keys_change() -> None:
         await gateway.store.close()
 
 
+async def test_a_key_change_drops_the_tenants_cached_plans_at_once() -> None:
+    """Stale plans (and the secrets in them) are not kept until the next request replans."""
+    gateway = Gateway(BYOKConfig(master_key=generate_master_key()), store=MemoryStore())
+    await gateway.store.open()
+    await gateway.bus.start(gateway._on_invalidation)
+    try:
+        record = await gateway.keys.create("t1", KeyCreate(provider="openai", api_key="sk-one"))
+        await gateway.keys.create("t2", KeyCreate(provider="openai", api_key="sk-two"))
+        await gateway.plan("t1", "openai")
+        await gateway.plan("t2", "openai")
+        assert {tenant for tenant, _ in gateway._plans} == {"t1", "t2"}
+        await gateway.keys.delete("t1", record.id)
+        assert {tenant for tenant, _ in gateway._plans} == {"t2"}
+    finally:
+        await gateway.store.close()
+
+
 async def test_equal_keys_still_take_turns_through_the_gateway() -> None:
     """Plans that rotate are never cached: consecutive plans start with different keys."""
     gateway = Gateway(BYOKConfig(master_key=generate_master_key()), store=MemoryStore())
