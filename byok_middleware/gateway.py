@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import time
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -97,7 +98,7 @@ class Call:
     tenant_id: str
     request_id: str
     endpoint: str
-    started: float
+    started: float  # time.perf_counter() at arrival (uvloop's loop.time() counts whole ms)
     provider: str = ""
     model: str = ""
     attempts: int = 0
@@ -316,7 +317,6 @@ class Gateway:
         error_type: str | None = None,
     ) -> None:
         """Queue the ledger row of a finished call (never awaits); feeds tpm and budgets."""
-        loop = asyncio.get_running_loop()
         if candidate is not None and usage is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
             self.limits.finished(candidate.record, tokens, cost)
@@ -334,7 +334,7 @@ class Gateway:
                 cached_tokens=usage.cached_tokens if usage else 0,
                 cost_usd=cost,
                 status_code=status_code,
-                latency_ms=round((loop.time() - call.started) * 1000, 3),
+                latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
                 created_at=self.clock(),
                 attempts=max(call.attempts, 1),
                 error_type=error_type,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from decimal import Decimal
 
 from byok_middleware.asgi import json_body, send_json
@@ -32,7 +32,7 @@ def new_call(incoming: Incoming, endpoint: str) -> Call:
         tenant_id=incoming.tenant_id,
         request_id=incoming.request_id,
         endpoint=endpoint,
-        started=asyncio.get_running_loop().time(),
+        started=time.perf_counter(),
     )
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import uvloop
+
+from byok_middleware import BYOKConfig, generate_master_key
+from byok_middleware.asgi import Message
+from byok_middleware.gateway import Gateway
 from byok_middleware.identity import (
     GatewayKeyIdentity,
     create_tenant,
@@ -14,8 +20,14 @@ from byok_middleware.identity import (
     resolve_tenant,
 )
 from byok_middleware.proxy.ledger import Ledger
+from byok_middleware.router import Incoming
+from byok_middleware.routes import new_call
 from byok_middleware.storage import MemoryStore
 from byok_middleware.storage.base import UsageRecord
+
+
+async def _never() -> Message:
+    raise AssertionError("not called")
 
 
 def _scope(authorization: str | None) -> dict[str, object]:
@@ -162,3 +174,24 @@ async def test_concurrent_flushes_lose_no_row() -> None:
     assert len(await store.list_usage("t", limit=100)) == 30
     assert sum(store.writes) == 30
     await ledger.close()
+
+
+def test_ledger_latency_is_measured_below_a_millisecond_under_uvloop() -> None:
+    """uvloop's loop.time() counts whole milliseconds, so latencies measured with it are whole
+    numbers (a sub-millisecond call is 0 or 1 ms). The ledger measures with perf_counter."""
+
+    async def scenario() -> list[float]:
+        gateway = Gateway(BYOKConfig(master_key=generate_master_key()), store=MemoryStore())
+        rows: list[UsageRecord] = []
+        gateway.ledger.record = rows.append  # type: ignore[method-assign]
+        for index in range(3):
+            call = new_call(Incoming({}, _never, _never, "t1", f"req_{index}"), "/chat")
+            busy_until = time.perf_counter() + 0.0015
+            while time.perf_counter() < busy_until:  # 1.5 ms of work, bounded
+                pass
+            gateway.record(call, candidate=None, usage=None, cost=None, status_code=200)
+        return [row.latency_ms for row in rows]
+
+    latencies = uvloop.run(scenario())
+    assert all(1.5 <= latency < 1000 for latency in latencies)
+    assert any(latency != int(latency) for latency in latencies)  # all three whole: 1 in 10^9

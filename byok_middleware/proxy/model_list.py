@@ -125,7 +125,7 @@ class ModelCatalog:
             tenant_id=incoming.tenant_id,
             request_id=incoming.request_id,
             endpoint=Endpoint.MODELS.value,
-            started=asyncio.get_running_loop().time(),
+            started=time.perf_counter(),
             provider=provider,
         )
         path = Endpoint.MODELS.value
