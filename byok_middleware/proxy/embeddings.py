@@ -106,9 +106,11 @@ async def handle_embeddings(gateway: Gateway, call: Call, incoming: Incoming) ->
     )
     raw, data = await read_json(forwarded)
     usage = None
+    reencoded = False
     if isinstance(data, dict):
         if body.get("encoding_format") == "base64" and call.provider != "openai":
             _reencode_base64(data)  # the float vectors the provider sent, as the client asked
+            reencoded = True
         usage = usage_from_openai(data.get("usage"), provider=call.provider)
     await send_metered(
         gateway,
@@ -118,4 +120,5 @@ async def handle_embeddings(gateway: Gateway, call: Call, incoming: Incoming) ->
         raw=raw,
         data=data,
         usage=usage,
+        data_is_raw=not reencoded,  # vectors are most of the answer: splice, don't re-encode
     )

@@ -73,4 +73,5 @@ async def handle_images(gateway: Gateway, call: Call, incoming: Incoming) -> Non
         raw=raw,
         data=data,
         usage=usage,
+        data_is_raw=True,
     )

@@ -68,4 +68,5 @@ async def handle_moderations(gateway: Gateway, call: Call, incoming: Incoming) -
         data=data,
         usage=usage,
         cost=Decimal(0) if cost is None else cost,
+        data_is_raw=True,
     )

@@ -103,4 +103,5 @@ async def handle_transcription(gateway: Gateway, call: Call, incoming: Incoming)
         raw=raw,
         data=data,
         usage=usage,
+        data_is_raw=True,
     )
