@@ -11,6 +11,7 @@ records, resolved keys and candidates.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -213,7 +214,6 @@ def echoed_errors() -> str:
     for provider, secret in CANARIES.items():
         answer = invalid_key(provider, secret)
         body = answer.body if isinstance(answer.body, bytes) else repr(answer.body).encode()
-        import json
 
         raw = json.dumps(answer.body).encode()
         for status in (answer.status, 400, 404, 500):
@@ -275,3 +275,20 @@ def test_canaries_never_reach_any_sink(
     assert_clean("ledger rows and key records", ledger_rows(gateway.db_path))
     assert_clean("object reprs", in_process_reprs(gateway))
     assert_clean("errors built from upstream echoes", echoed_errors())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"type": "invalid key sk-proj-CANARYtypeCANARYtypeCANARY01", "message": "no"},
+        {"status": "bad sk-proj-CANARYtypeCANARYtypeCANARY01", "message": "no"},
+        {"type": "x", "code": "sk-proj-CANARYtypeCANARYtypeCANARY01", "message": "no"},
+    ],
+)
+def test_a_key_echoed_in_an_error_type_or_code_is_redacted(error: dict[str, str]) -> None:
+    """Every field of an upstream error that reaches the client (and the ledger) is redacted."""
+    secret = "sk-proj-CANARYtypeCANARYtypeCANARY01"
+    body = json.dumps({"error": error}).encode()
+    built = normalize_error("openai", 400, body, redactor=Redactor([secret]), attribution="byok")
+    assert secret not in repr(built.to_dict())
+    assert secret not in str(built.error_type)

@@ -202,7 +202,10 @@ def normalize_error(
         message = f"{provider} returned HTTP {status}"
     return UpstreamError(
         redactor(f"{provider}: {message}"),
-        error_type=etype or ("server_error" if status >= 500 else "invalid_request_error"),
+        # Every provider field that reaches the client and the ledger is redacted, type too.
+        error_type=redactor(etype)
+        if etype
+        else ("server_error" if status >= 500 else "invalid_request_error"),
         code=redactor(code) if code else None,
         status_code=status if 400 <= status <= 599 else 502,
         headers=headers,
