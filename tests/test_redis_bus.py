@@ -195,6 +195,8 @@ async def test_unreachable_redis_is_a_clear_start_up_error(buses: Callable[..., 
         ("redis://h:6379/0", "redis://h:6379/0"),
         ("postgresql://u:hunter2@[::1]:5432/x", "postgresql://u:***@[::1]:5432/x"),
         ("redis://:hunter2@h:notaport/0", "redis://***"),
+        ("postgresql://u:hun#ter2@db:5432/byok", "postgresql://***@db:5432/byok"),
+        ("postgresql://u:hun/ter?2@db/byok", "postgresql://***@db/byok"),
     ],
 )
 def test_safe_url_hides_passwords(url: str, shown: str) -> None:

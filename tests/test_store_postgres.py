@@ -162,3 +162,15 @@ async def test_unreachable_server_is_a_clear_start_up_error(url: str) -> None:
     assert "127.0.0.1:1/byok" in message
     assert "hunter2" not in message
     assert "BYOK_DATABASE_URL" in message
+
+
+async def test_a_malformed_url_is_a_start_up_error_without_the_password() -> None:
+    """An unencoded '#' in the password makes asyncpg's parser quote part of it; the error
+    says what is wrong and shows none of the password."""
+    store = store_from_url("postgresql://byok:hun#ter2@127.0.0.1:1/byok")
+    with pytest.raises(ConfigurationError, match="malformed") as caught:
+        await store.open()
+    message = str(caught.value)
+    assert "hun" not in message
+    assert "ter2" not in message
+    assert caught.value.__suppress_context__  # a traceback does not show asyncpg's text

@@ -6,7 +6,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+import httpx
+
 from byok_middleware.asgi import Send, dumps, loads, send_bytes
+from byok_middleware.errors import UpstreamUnavailable
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import Usage
 from byok_middleware.proxy.metadata import CallMetadata
@@ -49,6 +52,10 @@ async def read_json(forwarded: Forwarded) -> tuple[bytes, Any]:
     response = forwarded.response
     try:
         raw = await response.aread()
+    except httpx.HTTPError:
+        # A 502 the caller records like any failed call, not an internal error.
+        provider = forwarded.candidate.provider
+        raise UpstreamUnavailable(f"{provider} ended its answer before it was complete") from None
     finally:
         await response.aclose()
     try:

@@ -24,13 +24,18 @@ operator tool may publish it after revoking gateway keys.
 
 def safe_url(url: str) -> str:
     """``url`` with its password replaced by ``***``, fit for an error message or a log line."""
+    scheme, _, rest = url.partition("://")
+    parts = urlsplit(url)
+    if "@" in rest and "@" not in parts.netloc:
+        # An unencoded '#', '?' or '/' in the password ends the netloc early, so urlsplit sees
+        # no password: mask everything up to the last '@'.
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
     try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:  # e.g. a malformed port: show only the scheme
-        return url.partition("://")[0] + "://***"
+        return scheme + "://***"
+    if parts.password is None:
+        return url
     user = parts.username or ""
     host = parts.hostname or ""
     if ":" in host:  # an IPv6 literal needs its brackets back

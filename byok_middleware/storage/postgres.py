@@ -201,6 +201,12 @@ class PostgresStore:
                 # The session zone only shapes text output; values are read back as UTC anyway.
                 server_settings={"timezone": "UTC", "application_name": "byok_middleware"},
             )
+        except ValueError:
+            # asyncpg's URL parser quotes the part it choked on, which may be the password.
+            raise ConfigurationError(
+                f"BYOK_DATABASE_URL ({where}) is malformed; percent-encode special characters "
+                "in the user name and password"
+            ) from None
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise ConfigurationError(
                 f"PostgreSQL at {where} (BYOK_DATABASE_URL) is unreachable or refused the "
