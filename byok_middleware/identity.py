@@ -9,7 +9,6 @@ unknown key and a wrong key take the same path and the same time, and the client
 from __future__ import annotations
 
 import hashlib
-import hmac
 import inspect
 import secrets
 import time
@@ -56,7 +55,6 @@ async def create_tenant(store: KeyStore, name: str) -> tuple[Tenant, str]:
 @dataclass(slots=True)
 class _Entry:
     tenant_id: str
-    key_hash: str
     expires: float
 
 
@@ -96,13 +94,13 @@ class GatewayKeyIdentity:
         key_hash = hash_gateway_key(token)
         entry = self._cache.get(key_hash)
         if entry is not None and entry.expires > self._now():
-            # The dict lookup already matched; compare_digest keeps the final check constant-time.
-            return entry.tenant_id if hmac.compare_digest(entry.key_hash, key_hash) else None
+            self._cache.move_to_end(key_hash)  # least recently used goes first
+            return entry.tenant_id
         tenant_id = await self._store.tenant_for_key_hash(key_hash)
         if tenant_id is None:
             self._cache.pop(key_hash, None)
             return None
-        self._cache[key_hash] = _Entry(tenant_id, key_hash, self._now() + self._ttl)
+        self._cache[key_hash] = _Entry(tenant_id, self._now() + self._ttl)
         self._cache.move_to_end(key_hash)
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)

@@ -110,10 +110,12 @@ async def handle_usage(
         raise InvalidRequest(f"'group_by' must be one of: {', '.join(GROUP_BY)}", param="group_by")
     since, until = _parse_time(params, "since"), _parse_time(params, "until")
     await gateway.ledger.flush()  # a caller sees its own requests, even the last one
-    totals = await gateway.store.usage_totals(
-        tenant_id, since=since, until=until, group_by=group_by
-    )
     overall = await gateway.store.usage_totals(tenant_id, since=since, until=until)
+    totals = (
+        await gateway.store.usage_totals(tenant_id, since=since, until=until, group_by=group_by)
+        if group_by
+        else []
+    )
     await send_json(
         send,
         200,
@@ -123,6 +125,6 @@ async def handle_usage(
             "until": until.isoformat() if until else None,
             "group_by": group_by,
             "total": _total_view(overall[0]) if overall else None,
-            "data": [_total_view(t) for t in totals] if group_by else [],
+            "data": [_total_view(t) for t in totals],
         },
     )

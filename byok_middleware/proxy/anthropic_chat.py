@@ -15,7 +15,7 @@ from byok_middleware.asgi import Receive, Send, dumps, loads
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers import anthropic
-from byok_middleware.proxy.chat import JSON_HEADERS
+from byok_middleware.proxy.endpoints import JSON_HEADERS
 from byok_middleware.proxy.metadata import CallMetadata
 from byok_middleware.proxy.respond import call_metadata, read_json, send_metered
 from byok_middleware.proxy.sse import SSESplitter, encode_event, parse_event
@@ -34,7 +34,14 @@ def _rate_limit_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]
 
 
 async def handle_anthropic_chat(
-    gateway: Gateway, call: Call, body: dict[str, Any], receive: Receive, send: Send
+    gateway: Gateway,
+    call: Call,
+    body: dict[str, Any],
+    receive: Receive,
+    send: Send,
+    *,
+    stream: bool,
+    include_usage: bool,
 ) -> None:
     # Translation errors are the request's fault: a 400 before any upstream call.
     payload = dumps(anthropic.to_messages_request(body, call.model))
@@ -43,12 +50,9 @@ async def handle_anthropic_chat(
     def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
         return payload, dict(JSON_HEADERS)
 
-    stream = body.get("stream") is True
     forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
     meta = call_metadata(call, forwarded)
     if stream:
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
         await _relay_stream(
             gateway,
             call,
@@ -172,7 +176,8 @@ async def _relay_stream(
         call,
         candidate=forwarded.candidate,
         usage=final_usage,
-        cost=gateway.cost(call, final_usage),
+        # A finished stream was priced in finish(); usage cannot change after it.
+        cost=meta.cost_usd if translator.finished else gateway.cost(call, final_usage),
         status_code=200 if translator.finished else 499 if disconnected else 502,
         error_type=outcome["error"],
     )

@@ -9,13 +9,13 @@ from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
+from byok_middleware.proxy.anthropic_chat import handle_anthropic_chat
+from byok_middleware.proxy.endpoints import JSON_HEADERS
 from byok_middleware.proxy.respond import call_metadata, read_json, send_metered
 from byok_middleware.proxy.stream import relay_openai_stream
 from byok_middleware.proxy.upstream import Candidate
 
 __all__ = ["handle_chat"]
-
-JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
 def _upstream_body(body: dict[str, Any], model: str, *, stream: bool) -> bytes:
@@ -54,10 +54,11 @@ async def handle_chat(
     gateway.route_model(call, body.get("model"))
     _validate(body)
     stream = body.get("stream") is True
+    include_usage = _client_wants_usage(body)
     if PROVIDERS[call.provider].wire is WireFormat.ANTHROPIC:
-        from byok_middleware.proxy.anthropic_chat import handle_anthropic_chat
-
-        await handle_anthropic_chat(gateway, call, body, receive, send)
+        await handle_anthropic_chat(
+            gateway, call, body, receive, send, stream=stream, include_usage=include_usage
+        )
         return
 
     payloads: dict[str, bytes] = {}
@@ -76,7 +77,7 @@ async def handle_chat(
             call,
             forwarded,
             call_metadata(call, forwarded),
-            include_usage=_client_wants_usage(body),
+            include_usage=include_usage,
             receive=receive,
             send=send,
         )
