@@ -72,6 +72,7 @@ def test_usage_byte_check(data: bytes, expected: bool) -> None:
 def test_error_byte_check() -> None:
     """A top-level error object is recognised; content mentioning 'error' deep inside is not."""
     assert _is_error(b'{"error":{"message":"x"}}')
+    assert _is_error(b'{"id":"chatcmpl-123456789","object":"error","error":{"message":"x"}}')
     assert not _is_error(
         b'{"id":"c","object":"chat.completion.chunk","choices":[{"delta":'
         b'{"content":"\\"error\\""}}]}'

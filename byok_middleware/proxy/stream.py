@@ -52,8 +52,9 @@ def _has_usage(data: bytes) -> bool:
 
 
 def _is_error(data: bytes) -> bool:
-    # A top-level "error" key comes first in every provider's error event; chunks start with "id".
-    return data.find(b'"error"', 0, 24) >= 0
+    # An "error" key anywhere (not only first): the bytes '"error"' cannot occur inside a JSON
+    # string, whose quotes are escaped, so model text never trips it. One C-speed scan.
+    return b'"error"' in data
 
 
 def interrupted_event(redacted_message: str, code: str = "stream_interrupted") -> bytes:
