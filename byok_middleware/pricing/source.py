@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -10,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, cast
 
 from genai_prices import Usage as GenaiUsage
 from genai_prices import data_snapshot
@@ -34,6 +33,7 @@ GENAI_PROVIDER_IDS: Mapping[str, str | None] = {
     "nvidia": None,
 }
 _WARNED_LIMIT = 4096
+_UNRESOLVED = object()  # not looked up yet (None is a real entry: no price known)
 
 
 class PriceSource(Protocol):
@@ -126,8 +126,9 @@ class GenaiPrices:
         if snapshot is self._snapshot:
             # The hot path, without the lock (one dict lookup is atomic). Hits do not refresh
             # recency, so the cache drops its oldest entry first: fine at this size.
-            with contextlib.suppress(KeyError):
-                return self._entries[key]
+            found = self._entries.get(key, _UNRESOLVED)
+            if found is not _UNRESOLVED:
+                return cast(_Entry, found)
         with self._lock:
             if snapshot is not self._snapshot:
                 self._entries.clear()

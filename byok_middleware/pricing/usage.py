@@ -88,15 +88,15 @@ def usage_from_openai(usage: Mapping[str, Any] | None, *, provider: str) -> Usag
             completion += thoughts
             reasoning = max(reasoning, thoughts)
     return _consistent(
-        prompt=prompt,
-        completion=completion,
-        cached=_count(cached_raw),
-        cache_write=_count(prompt_details.get("cache_write_tokens")),
-        reasoning=reasoning,
-        audio_prompt=_count(prompt_details.get("audio_tokens")),
-        image_prompt=_count(prompt_details.get("image_tokens")),
-        audio_completion=_count(completion_details.get("audio_tokens")),
-        image_completion=_count(completion_details.get("image_tokens")),
+        prompt,
+        completion,
+        _count(cached_raw),
+        _count(prompt_details.get("cache_write_tokens")),
+        reasoning,
+        _count(prompt_details.get("audio_tokens")),
+        _count(prompt_details.get("image_tokens")),
+        _count(completion_details.get("audio_tokens")),
+        _count(completion_details.get("image_tokens")),
     )
 
 
@@ -118,20 +118,19 @@ def _from_input_output(usage: Mapping[str, Any]) -> Usage:
         usage.get("output_tokens_details") or usage.get("output_token_details")
     )
     return _consistent(
-        prompt=_count(usage.get("input_tokens")),
-        completion=_count(usage.get("output_tokens")),
-        cached=_count(input_details.get("cached_tokens")),
-        cache_write=_count(input_details.get("cache_write_tokens")),
-        reasoning=_count(output_details.get("reasoning_tokens")),
-        audio_prompt=_count(input_details.get("audio_tokens")),
-        image_prompt=_count(input_details.get("image_tokens")),
-        audio_completion=_count(output_details.get("audio_tokens")),
-        image_completion=_count(output_details.get("image_tokens")),
+        _count(usage.get("input_tokens")),
+        _count(usage.get("output_tokens")),
+        _count(input_details.get("cached_tokens")),
+        _count(input_details.get("cache_write_tokens")),
+        _count(output_details.get("reasoning_tokens")),
+        _count(input_details.get("audio_tokens")),
+        _count(input_details.get("image_tokens")),
+        _count(output_details.get("audio_tokens")),
+        _count(output_details.get("image_tokens")),
     )
 
 
 def _consistent(
-    *,
     prompt: int,
     completion: int,
     cached: int,
@@ -142,18 +141,23 @@ def _consistent(
     audio_completion: int,
     image_completion: int,
 ) -> Usage:
-    """A ``Usage`` whose subsets never exceed their totals (upstreams occasionally over-report)."""
-    cached = min(cached, prompt)
+    """A ``Usage`` whose subsets never exceed their totals (upstreams occasionally over-report).
+
+    Every call is metered through here, so it compares instead of calling ``min``.
+    """
+    if cached > prompt:
+        cached = prompt
+    uncached = prompt - cached
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         cached_tokens=cached,
-        cache_write_tokens=min(cache_write, prompt - cached),
-        reasoning_tokens=min(reasoning, completion),
-        audio_prompt_tokens=min(audio_prompt, prompt),
-        image_prompt_tokens=min(image_prompt, prompt),
-        audio_completion_tokens=min(audio_completion, completion),
-        image_completion_tokens=min(image_completion, completion),
+        cache_write_tokens=cache_write if cache_write <= uncached else uncached,
+        reasoning_tokens=reasoning if reasoning <= completion else completion,
+        audio_prompt_tokens=audio_prompt if audio_prompt <= prompt else prompt,
+        image_prompt_tokens=image_prompt if image_prompt <= prompt else prompt,
+        audio_completion_tokens=audio_completion if audio_completion <= completion else completion,
+        image_completion_tokens=image_completion if image_completion <= completion else completion,
     )
 
 

@@ -69,19 +69,30 @@ class UpstreamClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+# What the aiohttp exceptions are, in httpx's vocabulary. A plain ``except`` (not a
+# ``@contextmanager``): entering and leaving a generator context costs ~2 µs per call, and it sat
+# on every upstream request.
+_AIOHTTP_ERRORS = (TimeoutError, aiohttp.ClientError)
+
+
+def as_httpx_error(exc: BaseException) -> httpx.TransportError:
+    """The httpx exception for an aiohttp one (from ``_AIOHTTP_ERRORS``). Names no URL or header."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout("upstream timed out")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError("upstream connection failed")
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError("upstream closed the connection early")
+    return httpx.TransportError(f"upstream transport error ({type(exc).__name__})")
+
+
 @contextlib.contextmanager
 def map_aiohttp_errors() -> Iterator[None]:
-    """Translate aiohttp's exceptions to httpx's, in one place. Messages name no URL or header."""
+    """Translate aiohttp's exceptions to httpx's (``as_httpx_error``) around a block."""
     try:
         yield
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.ReadTimeout("upstream timed out") from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError("upstream connection failed") from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        raise httpx.RemoteProtocolError("upstream closed the connection early") from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.TransportError(f"upstream transport error ({type(exc).__name__})") from exc
+    except _AIOHTTP_ERRORS as exc:
+        raise as_httpx_error(exc) from exc
 
 
 class _AiohttpResponse:
@@ -102,8 +113,10 @@ class _AiohttpResponse:
         return self._response.headers
 
     async def aread(self) -> bytes:
-        with map_aiohttp_errors():
+        try:
             return await self._response.read()
+        except _AIOHTTP_ERRORS as exc:
+            raise as_httpx_error(exc) from exc
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         with map_aiohttp_errors():
@@ -160,7 +173,7 @@ class AiohttpUpstream:
     ) -> UpstreamResponse:
         session = self._session or self._open()
         limit = self._timeout if time_limit is None else aiohttp.ClientTimeout(total=time_limit)
-        with map_aiohttp_errors():
+        try:
             response = await session.request(
                 method,
                 url,
@@ -169,6 +182,8 @@ class AiohttpUpstream:
                 allow_redirects=False,
                 timeout=limit,
             )
+        except _AIOHTTP_ERRORS as exc:
+            raise as_httpx_error(exc) from exc
         return _AiohttpResponse(response)
 
     async def aclose(self) -> None:

@@ -65,8 +65,10 @@ _GROUP_SQL = {
 
 
 def _ts(value: datetime, name: str = "datetime") -> str:
-    require_aware(value, name)
     # isoformat() zero-pads the year, so the text is fixed-width and sorts as time does.
+    if value.tzinfo is UTC:  # the clock's own times: drop "+00:00" instead of converting
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"
+    require_aware(value, name)
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
