@@ -50,6 +50,7 @@ def _units_by_price_key(raw: Mapping[str, Mapping[str, Any]]) -> Mapping[str, _U
 # genai-prices' own unit registry data (data_units.unit_data), indexed by price key.
 _UNITS = _units_by_price_key(unit_data)
 _REQUESTS = "requests"
+_ZERO = Decimal(0)
 
 
 def genai_usage_values(usage: Usage) -> dict[str, int | float]:
@@ -135,7 +136,7 @@ class PricePlan:
                 leaf -= leaves[index]
             leaves.append(leaf if leaf > 0 else 0)
         total_input = values.get("input_tokens", 0) if self._tiered else 0
-        total = Decimal(0)
+        total = _ZERO
         for slot, fixed, tiers, per in self._prices:
             # slot -1 is the per-request unit: one request per call.
             count = leaves[slot] if slot >= 0 else 1
@@ -145,7 +146,8 @@ class PricePlan:
             price = fixed
             if price is None:
                 price = next((price for start, price in tiers if total_input > start), tiers[-1][1])
-            total += price * _decimal(count) / per
+            # Decimal * int converts the int exactly, as Decimal(count) would, without the call.
+            total += price * (count if type(count) is int else _decimal(count)) / per
         return total
 
 

@@ -130,9 +130,12 @@ def validate_key_changes(changes: KeyChanges) -> dict[str, object]:
     return checked
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageRecord:
-    """One proxied request in the ledger. Never a key, never a prompt."""
+    """One proxied request in the ledger. Never a key, never a prompt. Treat it as immutable.
+
+    Not ``frozen`` for the reason given on ``pricing.Usage``: one is built for every request.
+    """
 
     request_id: str
     tenant_id: str
