@@ -73,9 +73,12 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
         if not message.get("more_body", False):
+            if not chunks and type(chunk) is bytes:
+                return chunk  # the usual single-message body, without a copy
+            chunks.append(chunk)
             return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _depth(value: Any) -> int:

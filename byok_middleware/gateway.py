@@ -249,7 +249,12 @@ class Gateway:
         ``advance`` moves the round-robin on; a dry run leaves it where the next request finds it.
         """
         routes = (ModelRoute(routes, ""),) if isinstance(routes, str) else tuple(routes)
-        keys = tuple([await self.keys.keys_for(tenant_id, route.provider) for route in routes])
+        if len(routes) == 1:  # nearly every call: no async comprehension (a coroutine of its own)
+            keys: tuple[Sequence[ResolvedKey], ...] = (
+                await self.keys.keys_for(tenant_id, routes[0].provider),
+            )
+        else:
+            keys = tuple([await self.keys.keys_for(tenant_id, r.provider) for r in routes])
         turn = self._turn
         if advance:
             self._turn = (self._turn + 1) % 1_000_000_007
