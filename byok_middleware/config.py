@@ -97,6 +97,14 @@ class BYOKConfig:
         """
         return Keyring.parse(self.master_key, label="BYOK_MASTER_KEY")
 
+    def log_secrets(self) -> list[str]:
+        """Operator secrets no log line may show: the platform keys and the master keys' text."""
+        masters = [
+            entry.partition(":")[2].strip() if ":" in entry else entry.strip()
+            for entry in self.master_key.split(",")
+        ]
+        return [*self.platform_keys.values(), *(key for key in masters if key)]
+
     def base_url(self, provider: str) -> str:
         """The upstream base URL of ``provider`` (override, else the provider's default)."""
         return self.base_urls.get(provider) or PROVIDERS[provider].base_url

@@ -69,7 +69,7 @@ class BYOKMiddleware:
         except ConfigurationError as exc:
             logger.error("byok_middleware is misconfigured: %s", exc)
             raise
-        install_log_redaction(self.config.platform_keys.values())
+        install_log_redaction(self.config.log_secrets())
         self.router = build_router(dashboard=self.config.dashboard)
         self._prefix = self.config.prefix
         self._opened = False

@@ -157,7 +157,7 @@ class Router:
 
 
 async def _redacted_traceback(gateway: Gateway, tenant_id: str | None, exc: BaseException) -> str:
-    secrets = list(gateway.config.platform_keys.values())
+    secrets = gateway.config.log_secrets()
     if tenant_id:
         # Best effort: if the store is what failed, the patterns and platform keys still apply.
         with contextlib.suppress(Exception):

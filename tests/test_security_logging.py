@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import importlib
 import logging
+import os
+from typing import Any
 
 import pytest
 from uvicorn.logging import AccessFormatter
 
+from byok_middleware import BYOKConfig, BYOKMiddleware
 from byok_middleware.redaction import (
     COVERED_LOGGERS,
     REDACTED,
@@ -97,3 +101,29 @@ def test_exceptions_are_rendered_redacted_and_dropped() -> None:
     assert record.exc_text and "RuntimeError" in record.exc_text
     formatted = logging.Formatter().format(record)
     assert PLAIN_KEY not in formatted and "QZXW" not in formatted
+
+
+def test_master_and_platform_keys_are_redacted_from_our_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The middleware registers the operator's own secrets too: every master key of a keyring
+    (``id:key`` or bare) and the platform keys, whatever their shape."""
+    first, second = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+    platform = "plat-" + "Q" * 30
+    config = BYOKConfig(master_key=f"new:{first}, {second}", platform_keys={"openai": platform})
+    assert config.log_secrets() == [platform, first, second]
+
+    async def host(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    BYOKMiddleware(host, config=config)
+    try:
+        with caplog.at_level(logging.WARNING, logger="byok_middleware.router"):
+            logging.getLogger("byok_middleware.router").warning(
+                "oops %s / %s / %s", first, second, platform
+            )
+        text = caplog.text
+        assert first not in text and second not in text and platform not in text
+        assert text.count(REDACTED) == 3
+    finally:
+        install_log_redaction()  # other tests must not inherit these secrets
