@@ -16,6 +16,8 @@ from byok_middleware.gateway import Gateway
 from byok_middleware.keys.schemas import KeyCreate, KeyUpdate
 from byok_middleware.keys.service import ResolvedKey
 from byok_middleware.pricing import GenaiPrices
+from byok_middleware.proxy import health as health_module
+from byok_middleware.proxy import limits as limits_module
 from byok_middleware.proxy.health import (
     Outcome,
     classify,
@@ -378,5 +380,36 @@ async def test_equal_keys_still_take_turns_through_the_gateway() -> None:
             await gateway.keys.create("t1", KeyCreate(provider="openai", api_key=secret))
         firsts = {(await gateway.plan("t1", "openai")).candidates[0].key_id for _ in range(4)}
         assert len(firsts) == 2
+    finally:
+        await gateway.store.close()
+
+
+async def test_per_key_bookkeeping_stays_bounded_over_key_churn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys come and go over a long uptime: health notes, 429 strikes and cached monthly spends
+    of keys no longer used are pruned past a cap, and a note still inside its interval stays."""
+    monkeypatch.setattr(health_module, "MAX_TRACKED_KEYS", 5)
+    monkeypatch.setattr(limits_module, "MAX_TRACKED_KEYS", 5)
+    now = [NOW]
+    gateway = Gateway(
+        BYOKConfig(master_key=generate_master_key()), store=MemoryStore(), clock=lambda: now[0]
+    )
+    await gateway.store.open()
+    try:
+        fresh = key("k-fresh").record
+        gateway.health.provider_failed(fresh, "timeout")
+        for index in range(20):
+            now[0] += timedelta(minutes=2)  # past the 60 s note interval each time
+            record = key(f"k{index}", monthly_budget_usd=Decimal(5)).record
+            gateway.health.provider_failed(record, "timeout")
+            await gateway.health.rate_limited(record, 429, None)
+            await gateway.limits.usage([record])
+        await gateway.health.flush()
+        assert len(gateway.health._noted) <= 5
+        assert len(gateway.health._strikes) <= 5
+        assert len(gateway.limits._spend) <= 5
+        # The newest note still throttles: a second failure within the interval writes nothing.
+        assert gateway.health._due("k19", "last_error", now[0]) is False
     finally:
         await gateway.store.close()

@@ -36,6 +36,9 @@ __all__ = [
 logger = logging.getLogger("byok_middleware.health")
 
 MIN_COOLDOWN = 1.0
+# Per-key bookkeeping kept in memory is pruned past this many entries, so deleted and rotated
+# keys do not accumulate over a long uptime.
+MAX_TRACKED_KEYS = 10_000
 MAX_COOLDOWN = 3600.0  # a provider asking for more than an hour is capped; the key is re-tried
 BACKOFF_BASE = 2.0  # without retry-after: 2, 4, 8, ... seconds per consecutive 429
 BACKOFF_MAX = 120.0
@@ -178,6 +181,8 @@ class HealthRecorder:
     ) -> datetime:
         """429: the key cools down until the provider's retry time (or a bounded backoff)."""
         strikes = self._strikes.get(record.id, 0) + 1
+        if len(self._strikes) >= MAX_TRACKED_KEYS and record.id not in self._strikes:
+            self._strikes.clear()  # only the backoff of keys still failing restarts
         self._strikes[record.id] = strikes
         now = self._clock()
         until = now + timedelta(seconds=cooldown_seconds(retry_after, strikes))
@@ -214,6 +219,10 @@ class HealthRecorder:
         if last is not None and now - last < self._interval and now >= last:
             return False
         self._noted[(key_id, name)] = now
+        if len(self._noted) > MAX_TRACKED_KEYS:
+            # Notes older than the interval throttle nothing any more.
+            cutoff = now - self._interval
+            self._noted = {k: noted for k, noted in self._noted.items() if noted > cutoff}
         return True
 
     def _write(self, record: ProviderKeyRecord, changes: dict[str, object]) -> None:

@@ -30,6 +30,7 @@ from byok_middleware.storage.base import KeyStore, ProviderKeyRecord
 __all__ = ["WINDOW_SECONDS", "KeyUsage", "LimitTracker", "limit_reason", "month_start"]
 
 WINDOW_SECONDS = 60.0
+MAX_TRACKED_KEYS = 10_000  # cached monthly spends are pruned of expired ones past this
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,9 @@ class LimitTracker:
             amount = await self._store.key_spend(key_id, month)
             cached = _Spend(month, now + self._ttl, amount)
             self._spend[key_id] = cached
+            if len(self._spend) > MAX_TRACKED_KEYS:
+                # Expired entries are re-read on next use anyway: keys deleted meanwhile go.
+                self._spend = {k: spend for k, spend in self._spend.items() if spend.expires > now}
         return cached.amount
 
     async def attempted(self, record: ProviderKeyRecord | None) -> None:
