@@ -8,6 +8,7 @@ import operator
 import time
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 import httpx
@@ -306,10 +307,13 @@ class Gateway:
             self, call, plan, path=path, build=build, method=method, stream=stream
         )
 
-    def cost(self, call: Call, usage: Usage | None) -> Decimal | None:
+    def cost(
+        self, call: Call, usage: Usage | None, *, when: datetime | None = None
+    ) -> Decimal | None:
+        """The list price of ``usage`` at ``when`` (default: now); None when unknown."""
         if usage is None:
             return None
-        return self.prices.cost(call.provider, call.model, usage, when=self.clock())
+        return self.prices.cost(call.provider, call.model, usage, when=when or self.clock())
 
     def record(
         self,
@@ -320,8 +324,13 @@ class Gateway:
         cost: Decimal | None,
         status_code: int,
         error_type: str | None = None,
+        when: datetime | None = None,
     ) -> None:
-        """Queue the ledger row of a finished call (never awaits); feeds tpm and budgets."""
+        """Queue the ledger row of a finished call (never awaits); feeds tpm and budgets.
+
+        ``when`` is the row's time (default: now); a caller that just priced the call passes the
+        same reading, which saves a clock call per request.
+        """
         if candidate is not None and usage is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
             self.limits.finished(candidate.record, tokens, cost)
@@ -340,7 +349,7 @@ class Gateway:
                 cost_usd=cost,
                 status_code=status_code,
                 latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
-                created_at=self.clock(),
+                created_at=when or self.clock(),
                 attempts=max(call.attempts, 1),
                 error_type=error_type,
             )

@@ -98,8 +98,9 @@ async def send_metered(
     says ``data`` is ``raw`` parsed and unchanged, so the metadata can be spliced onto the bytes
     instead of serialising the whole answer again.
     """
+    now = gateway.clock()  # one reading prices the call and dates its ledger row
     if isinstance(cost, _Priced):
-        cost = gateway.cost(call, usage)
+        cost = gateway.cost(call, usage, when=now)
     response = forwarded.response
     meta = call_metadata(call, forwarded)
     meta.cost_usd = cost
@@ -109,6 +110,7 @@ async def send_metered(
         usage=usage,
         cost=cost,
         status_code=response.status_code,
+        when=now,
     )
     if isinstance(data, dict):
         field = gateway.config.metadata_field
