@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from byok_middleware.crypto import Keyring
+from byok_middleware.crypto import Keyring, keyring_entries
 from byok_middleware.errors import ConfigurationError
 from byok_middleware.providers.specs import PROVIDERS
 
@@ -99,11 +99,8 @@ class BYOKConfig:
 
     def log_secrets(self) -> list[str]:
         """Operator secrets no log line may show: the platform keys and the master keys' text."""
-        masters = [
-            entry.partition(":")[2].strip() if ":" in entry else entry.strip()
-            for entry in self.master_key.split(",")
-        ]
-        return [*self.platform_keys.values(), *(key for key in masters if key)]
+        masters = [text.strip() for _, text in keyring_entries(self.master_key)]
+        return [*self.platform_keys.values(), *(text for text in masters if text)]
 
     def base_url(self, provider: str) -> str:
         """The upstream base URL of ``provider`` (override, else the provider's default)."""

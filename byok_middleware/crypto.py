@@ -29,6 +29,7 @@ __all__ = [
     "SecretStr",
     "associated_data",
     "generate_master_key",
+    "keyring_entries",
 ]
 
 ENVELOPE_VERSION = 1
@@ -100,6 +101,18 @@ def _default_key_id(raw: bytes) -> str:
     return "k" + hashlib.sha256(b"byok-key-id" + raw).hexdigest()[:8]
 
 
+def keyring_entries(spec: str) -> list[tuple[str, str]]:
+    """``(key id, key text)`` of each entry of ``key`` or ``id1:key1,id2:key2`` (the id is "" when
+    not given). Unchecked: ``Keyring.parse`` validates; log redaction needs only the texts."""
+    entries = []
+    for part in (spec or "").split(","):
+        entry = part.strip()
+        if entry:
+            key_id, sep, key_text = entry.partition(":")
+            entries.append((key_id, key_text) if sep else ("", entry))
+    return entries
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class Keyring:
     """Master keys by id; the first one encrypts, all of them decrypt."""
@@ -114,15 +127,12 @@ class Keyring:
         Raises:
             ConfigurationError: empty, malformed, duplicate ids, or a key that is not 32 bytes.
         """
-        entries = [part.strip() for part in (spec or "").split(",") if part.strip()]
+        entries = keyring_entries(spec)
         if not entries:
             raise ConfigurationError(f"{label} is not set; {_MAKE_ONE}")
         ciphers: dict[str, AESGCM] = {}
         order: list[str] = []
-        for entry in entries:
-            key_id, sep, key_text = entry.partition(":")
-            if not sep:
-                key_text, key_id = entry, ""
+        for key_id, key_text in entries:
             raw = _decode_key(key_text, label=label)
             key_id = key_id.strip() or _default_key_id(raw)
             if (

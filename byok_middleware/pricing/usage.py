@@ -67,13 +67,10 @@ def usage_from_openai(usage: Mapping[str, Any] | None, *, provider: str) -> Usag
     """
     if not usage or not (type(usage) is dict or isinstance(usage, Mapping)):
         return None
-    if usage.get("type") == "duration":
+    if usage.get("type") == "duration" or ("seconds" in usage and "prompt_tokens" not in usage):
         return Usage(audio_seconds=_seconds(usage.get("seconds")))
-    if "prompt_tokens" not in usage:
-        if "seconds" in usage:
-            return Usage(audio_seconds=_seconds(usage.get("seconds")))
-        if "input_tokens" in usage:
-            return _from_input_output(usage)
+    if "prompt_tokens" not in usage and "input_tokens" in usage:
+        return _from_input_output(usage)
 
     prompt = _count(usage.get("prompt_tokens"))
     completion = _count(usage.get("completion_tokens"))

@@ -13,8 +13,7 @@ so callers catch one family whichever client runs, and both refuse to keep upstr
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Protocol
 
@@ -26,7 +25,7 @@ __all__ = [
     "HttpxUpstream",
     "UpstreamClient",
     "UpstreamResponse",
-    "map_aiohttp_errors",
+    "as_httpx_error",
 ]
 
 Body = bytes | AsyncIterable[bytes]
@@ -86,15 +85,6 @@ def as_httpx_error(exc: BaseException) -> httpx.TransportError:
     return httpx.TransportError(f"upstream transport error ({type(exc).__name__})")
 
 
-@contextlib.contextmanager
-def map_aiohttp_errors() -> Iterator[None]:
-    """Translate aiohttp's exceptions to httpx's (``as_httpx_error``) around a block."""
-    try:
-        yield
-    except _AIOHTTP_ERRORS as exc:
-        raise as_httpx_error(exc) from exc
-
-
 class _AiohttpResponse:
     __slots__ = ("_response",)
 
@@ -119,9 +109,11 @@ class _AiohttpResponse:
             raise as_httpx_error(exc) from exc
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        with map_aiohttp_errors():
+        try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
+        except _AIOHTTP_ERRORS as exc:
+            raise as_httpx_error(exc) from exc
 
     async def aclose(self) -> None:
         # A fully read body returns the connection to the pool; a partial one closes it.
