@@ -6,8 +6,8 @@ import asyncio
 import logging
 import operator
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -38,14 +38,14 @@ from byok_middleware.proxy.transport import (
     HttpxUpstream,
     UpstreamClient,
 )
-from byok_middleware.proxy.upstream import Candidate, Forwarded
+from byok_middleware.proxy.upstream import Candidate, Forwarded, auth_headers, upstream_url
 from byok_middleware.redaction import Redactor
 from byok_middleware.shared import EVERY_TENANT
 from byok_middleware.state import Counters, InvalidationBus, LocalBus, MemoryCounters
 from byok_middleware.storage import KeyStore, store_from_url
 from byok_middleware.storage.base import UsageRecord
 
-__all__ = ["Call", "Forwarded", "Gateway", "upstream_client"]
+__all__ = ["Call", "Forwarded", "Gateway", "KeyUse", "upstream_client"]
 
 logger = logging.getLogger("byok_middleware.gateway")
 
@@ -112,6 +112,14 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyUse:
+    """Per key: the redactor of its calls and the provider's auth headers carrying it."""
+
+    redactor: Redactor
+    auth: Mapping[str, str] = field(repr=False)  # carries the key in clear
+
+
+@dataclass(frozen=True, slots=True)
 class _CachedPlan:
     keys: tuple[Sequence[ResolvedKey], ...]  # what keys_for returned, compared by identity
     plan: RoutePlan
@@ -155,7 +163,8 @@ class Gateway:
         self._transport = transport
         self._client: UpstreamClient | None = None
         self.platform_keys = {p: SecretStr(k) for p, k in config.platform_keys.items()}
-        self._redactors: dict[SecretStr, Redactor] = {}
+        self._key_uses: dict[SecretStr, KeyUse] = {}
+        self._urls: dict[tuple[str, str], str] = {}
         self.catalogue = ModelCatalogue(self.prices)
         self.health = HealthRecorder(self.keys, self.store, clock)
         self.limits = LimitTracker(self.counters, self.store, clock)
@@ -215,15 +224,28 @@ class Gateway:
             self._client = None
         await self.store.close()
 
-    def redactor_for(self, candidate: Candidate) -> Redactor:
-        """The redactor for a call paying with ``candidate`` (built once per key, then reused)."""
-        redactor = self._redactors.get(candidate.secret)
-        if redactor is None:
-            if len(self._redactors) >= 4096:
-                self._redactors.clear()  # rotated-away keys must not pile up
+    def key_use(self, candidate: Candidate) -> KeyUse:
+        """What paying with ``candidate`` needs on every call, built once per key and reused."""
+        use = self._key_uses.get(candidate.secret)
+        if use is None:
+            if len(self._key_uses) >= 4096:
+                self._key_uses.clear()  # rotated-away keys must not pile up
             redactor = Redactor([candidate.secret.reveal(), *self.config.platform_keys.values()])
-            self._redactors[candidate.secret] = redactor
-        return redactor
+            use = KeyUse(redactor, auth_headers(candidate.provider, candidate.secret))
+            self._key_uses[candidate.secret] = use
+        return use
+
+    def redactor_for(self, candidate: Candidate) -> Redactor:
+        """The redactor for a call paying with ``candidate``."""
+        return self.key_use(candidate).redactor
+
+    def upstream_url(self, provider: str, path: str) -> str:
+        """The full upstream URL of an OpenAI ``path`` at ``provider`` (computed once)."""
+        url = self._urls.get((provider, path))
+        if url is None:
+            url = upstream_url(self.config.base_url(provider), provider, path)
+            self._urls[(provider, path)] = url  # bounded: providers x gateway paths
+        return url
 
     def route_model(self, call: Call, model: object) -> None:
         """Resolve ``model`` onto ``call``: ``provider/model``, or a bare name through the

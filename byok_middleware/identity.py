@@ -13,12 +13,12 @@ import inspect
 import secrets
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from hashlib import blake2s as _blake2s
 from types import CoroutineType
 
-from byok_middleware.asgi import Scope, header
+from byok_middleware.asgi import Scope
 from byok_middleware.clock import utcnow
 from byok_middleware.storage.base import KeyStore, Tenant
 
@@ -59,12 +59,21 @@ class _Entry:
     expires: float
 
 
+def _authorization(scope: Scope) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"authorization":
+            return bytes(value)
+    return None
+
+
 class GatewayKeyIdentity:
     """The default ``identify``: a bearer gateway key looked up by its hash.
 
-    Positive lookups are cached for ``ttl`` seconds (bounded LRU) so the steady state reads no
-    database; a revoked key therefore stops working within ``ttl`` in other processes and at once
-    in this one (``forget``).
+    Positive lookups are cached for ``ttl`` seconds (at most ``max_entries``, oldest dropped
+    first) so the steady state reads no database; a revoked key therefore stops working within
+    ``ttl`` in other processes and at once in this one (``forget``). The cache is keyed by a
+    BLAKE2s digest of the raw ``Authorization`` value: a hit parses nothing and holds no key in
+    clear, and the store still sees only the SHA-256 of the key itself.
     """
 
     def __init__(
@@ -79,32 +88,31 @@ class GatewayKeyIdentity:
         self._ttl = ttl
         self._max = max_entries
         self._now = monotonic
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: dict[bytes, _Entry] = {}
 
     def __repr__(self) -> str:
         return f"GatewayKeyIdentity(cached={len(self._cache)})"
 
     async def __call__(self, scope: Scope) -> str | None:
-        value = header(scope, b"authorization")
-        if not value:
+        raw = _authorization(scope)
+        if not raw:
             return None
-        scheme, _, token = value.partition(" ")
+        digest = _blake2s(raw).digest()
+        entry = self._cache.get(digest)
+        if entry is not None and entry.expires > self._now():
+            return entry.tenant_id
+        scheme, _, token = raw.decode("latin-1").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token.startswith(GATEWAY_KEY_PREFIX):
             return None
-        key_hash = hash_gateway_key(token)
-        entry = self._cache.get(key_hash)
-        if entry is not None and entry.expires > self._now():
-            self._cache.move_to_end(key_hash)  # least recently used goes first
-            return entry.tenant_id
-        tenant_id = await self._store.tenant_for_key_hash(key_hash)
+        tenant_id = await self._store.tenant_for_key_hash(hash_gateway_key(token))
         if tenant_id is None:
-            self._cache.pop(key_hash, None)
+            self._cache.pop(digest, None)
             return None
-        self._cache[key_hash] = _Entry(tenant_id, self._now() + self._ttl)
-        self._cache.move_to_end(key_hash)
+        self._cache.pop(digest, None)  # re-inserted last: the oldest entries go first
+        self._cache[digest] = _Entry(tenant_id, self._now() + self._ttl)
         while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
+            del self._cache[next(iter(self._cache))]
         return tenant_id
 
     def forget(self) -> None:

@@ -24,6 +24,7 @@ from byok_middleware.pricing import (
     usage_from_openai,
 )
 from byok_middleware.pricing.plan import PricePlan, genai_usage_values
+from byok_middleware.pricing.source import _GenaiModel
 
 NOON = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 EVENING = datetime(2026, 11, 2, 20, 0, tzinfo=UTC)
@@ -678,6 +679,43 @@ def test_cached_path_matches_calc_price(prices: GenaiPrices) -> None:
                 )
                 compared += 1
     assert compared == len(SAMPLE_MODELS) * len(SAMPLE_TIMES) * 3
+
+
+def test_token_fast_path_matches_calc_price(prices: GenaiPrices) -> None:
+    """Chat usage (tokens, cache reads, reasoning) takes the plan's fast path, and it equals
+    genai_prices.calc_price, per-request prices and over-reported cache reads included."""
+    rng = random.Random(20261128)
+    fast = 0
+    for provider, model in SAMPLE_MODELS:
+        for when in SAMPLE_TIMES:
+            prompt = rng.randint(1, 3_000)
+            completion = rng.randint(0, 900)
+            for usage in (
+                Usage(prompt_tokens=prompt, completion_tokens=completion),
+                Usage(prompt, completion, cached_tokens=rng.randint(1, prompt)),
+                Usage(prompt, completion, reasoning_tokens=completion // 2),
+                Usage(prompt, completion, cached_tokens=prompt + 5),  # hand-built, inconsistent
+            ):
+                expected = genai_cost(provider, model, usage, when)
+                assert prices.cost(provider, model, usage, when=when) == expected, (model, usage)
+                entry = prices._entry(provider, model)
+                assert isinstance(entry, _GenaiModel)
+                fast += entry.plan_at(when).token_cost(usage) is not None
+    assert fast > len(SAMPLE_MODELS) * len(SAMPLE_TIMES) * 2  # most of them took the fast path
+    per_request = PricePlan(
+        genai_types.ModelPrice(input_mtok=Decimal("3"), requests_kcount=Decimal("7"))
+    )
+    usage = Usage(prompt_tokens=1000, completion_tokens=10, cached_tokens=400)
+    values = genai_usage_values(usage)
+    assert per_request.token_cost(usage) == per_request.cost(values) == Decimal("0.010")
+    # Breakdowns the plan prices apart, and tiers, take the general path.
+    audio = PricePlan(
+        genai_types.ModelPrice(input_mtok=Decimal("2"), input_audio_mtok=Decimal("40"))
+    )
+    assert audio.token_cost(Usage(100, 1, audio_prompt_tokens=60)) is None
+    assert audio.token_cost(Usage(100, 1, image_prompt_tokens=60)) == Decimal("0.0002")
+    tiered = genai_types.TieredPrices(base=Decimal("1"), tiers=[genai_types.Tier(10, Decimal("2"))])
+    assert PricePlan(genai_types.ModelPrice(input_mtok=tiered)).token_cost(usage) is None
 
 
 MULTIMODAL = [

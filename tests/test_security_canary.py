@@ -192,7 +192,7 @@ def in_process_reprs(gateway: Gateway) -> str:
                 repr(core.keys),
                 repr(core.keyring),
                 repr(core.platform_keys),
-                repr(core._redactors),
+                repr(core._key_uses),
                 str(core.config),
             ]
             for tenant in await core.store.list_tenants():
@@ -201,6 +201,7 @@ def in_process_reprs(gateway: Gateway) -> str:
                         texts += [repr(resolved), repr(resolved.record), str(resolved.secret)]
                         candidate = Candidate(provider, resolved.secret, "byok", resolved.record)
                         texts.append(repr(candidate))
+                        texts.append(repr(core.key_use(candidate)))
             return "\n".join(texts)
         finally:
             await core.close()

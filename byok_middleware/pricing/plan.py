@@ -51,6 +51,17 @@ def _units_by_price_key(raw: Mapping[str, Mapping[str, Any]]) -> Mapping[str, _U
 _UNITS = _units_by_price_key(unit_data)
 _REQUESTS = "requests"
 _ZERO = Decimal(0)
+# The units of the token fast path, and the ``Usage`` field behind every other usage key a plan
+# may price (usage keys no ``Usage`` field feeds are always zero, so they never matter).
+_FAST_KEYS = ("input_tokens", "cache_read_tokens", "output_tokens")
+_USAGE_FIELDS = {
+    "cache_write_tokens": "cache_write_tokens",
+    "input_audio_tokens": "audio_prompt_tokens",
+    "input_image_tokens": "image_prompt_tokens",
+    "output_reasoning_tokens": "reasoning_tokens",
+    "output_audio_tokens": "audio_completion_tokens",
+    "output_image_tokens": "image_completion_tokens",
+}
 
 
 def genai_usage_values(usage: Usage) -> dict[str, int | float]:
@@ -95,7 +106,7 @@ def _put(values: dict[str, int | float], key: str, count: int, total: int) -> No
 class PricePlan:
     """The compiled form of one genai-prices ``ModelPrice``."""
 
-    __slots__ = ("_decompose", "_prices", "_tiered", "families", "is_free")
+    __slots__ = ("_decompose", "_fast", "_prices", "_tiered", "families", "is_free")
 
     def __init__(self, model_price: genai_types.ModelPrice) -> None:
         priced: list[tuple[str, Decimal | genai_types.TieredPrices, _Unit]] = []
@@ -126,6 +137,36 @@ class PricePlan:
         self._tiered = any(isinstance(price, genai_types.TieredPrices) for _, price, _ in priced)
         self.families = frozenset(unit.family for _, _, unit in priced)
         self.is_free = not priced
+        self._fast = _fast_tokens(priced) if "tokens" in self.families else None
+
+    def token_cost(self, usage: Usage) -> Decimal | None:
+        """The price of a token-only ``usage`` whose only breakdown is cache reads (nearly every
+        chat call), without the general decomposition; ``None`` when it does not apply.
+
+        Equal in value to ``cost(genai_usage_values(usage))``: with every other breakdown zero
+        (or unpriced), the leaves are the cache reads, the rest of the input, and the output.
+        """
+        fast = self._fast
+        if fast is None or not (usage.audio_seconds is usage.characters is usage.images is None):
+            return None
+        for name in fast.zero_fields:
+            if getattr(usage, name):
+                return None
+        total = fast.per_call
+        prompt = usage.prompt_tokens
+        if prompt > 0:
+            cached = usage.cached_tokens
+            if cached > 0 and fast.cache_read is not None:
+                if cached > prompt:
+                    cached = prompt
+                total += fast.cache_read * cached
+                prompt -= cached
+            if prompt and fast.input is not None:
+                total += fast.input * prompt
+        completion = usage.completion_tokens
+        if completion > 0 and fast.output is not None:
+            total += fast.output * completion
+        return total
 
     def cost(self, values: UsageValues) -> Decimal:
         """The total price of ``values`` (genai-prices usage keys) in USD."""
@@ -149,6 +190,46 @@ class PricePlan:
             # Decimal * int converts the int exactly, as Decimal(count) would, without the call.
             total += price * (count if type(count) is int else _decimal(count)) / per
         return total
+
+
+@dataclass(frozen=True, slots=True)
+class _FastTokens:
+    """A plan's flat prices per token (``price / per``, exact) for ``PricePlan.token_cost``."""
+
+    input: Decimal | None
+    cache_read: Decimal | None
+    output: Decimal | None
+    per_call: Decimal
+    zero_fields: tuple[str, ...]  # priced apart by the plan: the fast path needs them zero
+
+
+def _fast_tokens(
+    priced: list[tuple[str, Decimal | genai_types.TieredPrices, _Unit]],
+) -> _FastTokens | None:
+    """The fast path's prices; None for tiered prices, or a price that ``per`` divides inexactly
+    (``price * count / per`` would then round differently from ``price / per * count``)."""
+    per_token: dict[str, Decimal] = {}
+    per_call = _ZERO
+    zero_fields = []
+    for _, price, unit in priced:
+        if not isinstance(price, Decimal):
+            return None
+        each = price / unit.per
+        if each * unit.per != price:
+            return None
+        if unit.usage_key == _REQUESTS:
+            per_call += each
+        elif unit.usage_key in _FAST_KEYS:
+            per_token[unit.usage_key] = each
+        elif unit.usage_key in _USAGE_FIELDS:
+            zero_fields.append(_USAGE_FIELDS[unit.usage_key])
+    return _FastTokens(
+        per_token.get("input_tokens"),
+        per_token.get("cache_read_tokens"),
+        per_token.get("output_tokens"),
+        per_call,
+        tuple(zero_fields),
+    )
 
 
 def _fixed(price: Decimal | genai_types.TieredPrices) -> Decimal | None:

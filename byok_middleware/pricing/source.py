@@ -179,6 +179,9 @@ class GenaiPrices:
 
 def _genai_cost(entry: _GenaiModel, usage: Usage, when: datetime) -> Decimal | None:
     plan = entry.plan_at(when)
+    fast = plan.token_cost(usage)
+    if fast is not None:
+        return fast
     if plan.is_free:
         # e.g. OpenAI moderation: listed with an empty price set, i.e. free.
         return Decimal(0)

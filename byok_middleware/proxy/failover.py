@@ -26,10 +26,8 @@ from byok_middleware.proxy.upstream import (
     Candidate,
     EmptyStream,
     Forwarded,
-    auth_headers,
     await_first_event,
     normalize_error,
-    upstream_url,
 )
 from byok_middleware.redaction import bind_call_redactor
 
@@ -57,13 +55,15 @@ async def attempt_candidates(
         call.provider = candidate.provider
         if candidate.model:
             call.model = candidate.model
-        call.redactor = gateway.redactor_for(candidate)
-        bind_call_redactor(call.redactor)
+        use = gateway.key_use(candidate)
+        call.redactor = use.redactor
+        bind_call_redactor(use.redactor)
         content, headers = build(candidate)
-        headers.update(auth_headers(candidate.provider, candidate.secret))
-        base = gateway.config.base_url(candidate.provider)
-        url = upstream_url(base, candidate.provider, path)
-        await gateway.limits.attempted(candidate.record)
+        headers.update(use.auth)
+        url = gateway.upstream_url(candidate.provider, path)
+        record = candidate.record
+        if record is not None and record.rpm is not None:  # no coroutine for keys without one
+            await gateway.limits.attempted(record)
         try:
             response = await gateway.client.send(method, url, headers=headers, content=content)
             if stream and response.status_code < 400:
