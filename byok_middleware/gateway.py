@@ -273,9 +273,11 @@ class Gateway:
         """
         routes = (ModelRoute(routes, ""),) if isinstance(routes, str) else tuple(routes)
         if len(routes) == 1:  # nearly every call: no async comprehension (a coroutine of its own)
-            keys: tuple[Sequence[ResolvedKey], ...] = (
-                await self.keys.keys_for(tenant_id, routes[0].provider),
-            )
+            provider = routes[0].provider
+            found = self.keys.cached_keys(tenant_id, provider)
+            if found is None:
+                found = await self.keys.keys_for(tenant_id, provider)
+            keys: tuple[Sequence[ResolvedKey], ...] = (found,)
         else:
             keys = tuple([await self.keys.keys_for(tenant_id, r.provider) for r in routes])
         turn = self._turn
@@ -356,23 +358,25 @@ class Gateway:
         if candidate is not None and usage is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
             self.limits.finished(candidate.record, tokens, cost)
+        # Positional: keywords cost more than the rest of the row (UsageRecord's field order).
         self.ledger.record(
             UsageRecord(
-                request_id=call.request_id,
-                tenant_id=call.tenant_id,
-                key_id=candidate.key_id if candidate else None,
-                provider=call.provider,
-                model=call.model,
-                endpoint=call.endpoint,
-                attribution=candidate.attribution if candidate else "none",
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                cached_tokens=usage.cached_tokens if usage else 0,
-                cost_usd=cost,
-                status_code=status_code,
-                latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
-                created_at=when or self.clock(),
-                attempts=max(call.attempts, 1),
-                error_type=error_type,
+                call.request_id,
+                call.tenant_id,
+                candidate.key_id if candidate else None,
+                call.provider,
+                call.model,
+                call.endpoint,
+                candidate.attribution if candidate else "none",
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,
+                usage.cached_tokens if usage else 0,
+                cost,
+                status_code,
+                round((time.perf_counter() - call.started) * 1000, 3),
+                when or self.clock(),
+                call.attempts if call.attempts > 1 else 1,
+                False,
+                error_type,
             )
         )

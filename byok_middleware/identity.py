@@ -30,6 +30,7 @@ __all__ = [
     "hash_gateway_key",
     "new_gateway_key",
     "resolve_tenant",
+    "tenant_or_none",
 ]
 
 GATEWAY_KEY_PREFIX = "byok_"
@@ -127,6 +128,11 @@ async def resolve_tenant(identify: Identify, scope: Scope) -> str | None:
     # cost more than the rest of this function.
     if type(result) is CoroutineType or inspect.isawaitable(result):
         result = await result
+    return tenant_or_none(result)
+
+
+def tenant_or_none(result: object) -> str | None:
+    """An ``identify`` answer (awaited) as a non-empty tenant id, or None."""
     if result is None or result == "":
         return None
-    return str(result)
+    return result if type(result) is str else str(result)

@@ -87,7 +87,8 @@ class BYOKMiddleware:
             if path.startswith(self._prefix + "/"):
                 match = self.router.match(path[len(self._prefix) :])
                 if match is not None:
-                    await self._ensure_open()
+                    if not self._opened:
+                        await self._ensure_open()
                     route, params = match
                     await self.router.dispatch(self.gateway, route, params, scope, receive, send)
                     return

@@ -203,6 +203,12 @@ USAGE_SHAPES: list[tuple[str, str, Mapping[str, Any] | None, Usage | None]] = [
         Usage(496, 10, cached_tokens=400),
     ),
     (
+        "deepseek: an over-reported hit count is clamped to the prompt",
+        "deepseek",
+        {"prompt_tokens": 5, "completion_tokens": 1, "prompt_cache_hit_tokens": 9},
+        Usage(5, 1, cached_tokens=5),
+    ),
+    (
         "deepseek: cached_tokens wins over the hit count",
         "deepseek",
         {

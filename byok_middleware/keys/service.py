@@ -163,9 +163,16 @@ class KeyService:
         The same sequence object is returned until the tenant's keys change or the cache entry
         expires, so callers may cache what they derive from it by identity (the key plan does).
         """
+        cached = self.cached_keys(tenant_id, provider)
+        if cached is not None:
+            return cached
+        return (await self._load(tenant_id)).by_provider.get(provider, ())
+
+    def cached_keys(self, tenant_id: str, provider: str) -> Sequence[ResolvedKey] | None:
+        """``keys_for`` from the cache alone (no coroutine); None when it must load them."""
         entry = self._cache.get(tenant_id)
         if entry is None or entry.expires <= self._monotonic():
-            entry = await self._load(tenant_id)
+            return None
         return entry.by_provider.get(provider, ())
 
     async def _load(self, tenant_id: str) -> _TenantKeys:

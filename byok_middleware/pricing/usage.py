@@ -74,8 +74,15 @@ def usage_from_openai(usage: Mapping[str, Any] | None, *, provider: str) -> Usag
 
     prompt = _count(usage.get("prompt_tokens"))
     completion = _count(usage.get("completion_tokens"))
-    prompt_details = _mapping(usage.get("prompt_tokens_details"))
-    completion_details = _mapping(usage.get("completion_tokens_details"))
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    if not prompt_details and not completion_details and provider != "google":
+        # No breakdown at all (Groq, NVIDIA, many compat layers): only DeepSeek's cache field.
+        hits = usage.get("prompt_cache_hit_tokens")
+        cached = 0 if hits is None else _count(hits)
+        return Usage(prompt, completion, cached if cached <= prompt else prompt)
+    prompt_details = _mapping(prompt_details)
+    completion_details = _mapping(completion_details)
     cached_raw = prompt_details.get("cached_tokens")
     if cached_raw is None:
         # DeepSeek reports cache hits at the top level (prompt_tokens = hit + miss).

@@ -66,12 +66,12 @@ async def read_json(forwarded: Forwarded) -> tuple[bytes, Any]:
 
 def _splice(raw: bytes, field: str, value: dict[str, Any]) -> bytes | None:
     """``raw`` (a JSON object) with ``"field": value`` added as its last member, or None."""
-    body = raw.rstrip()
-    if not body.endswith(b"}"):
+    end = raw.rfind(b"}")
+    if end < 0 or raw[end + 1 :].strip():
         return None
-    head = body[:-1].rstrip()
-    separator = b"" if head.endswith(b"{") else b","
-    return head + separator + b'"' + field.encode() + b'":' + dumps(value) + b"}"
+    head = raw[:end].rstrip()
+    separator = b'"' if head.endswith(b"{") else b',"'
+    return b"".join((head, separator, field.encode(), b'":', dumps(value), b"}"))
 
 
 async def send_metered(

@@ -86,21 +86,16 @@ def as_httpx_error(exc: BaseException) -> httpx.TransportError:
 
 
 class _AiohttpResponse:
-    __slots__ = ("_response",)
+    __slots__ = ("_response", "headers", "status_code")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        # Plain attributes, not properties: each is read several times per call.
+        self.status_code: int = response.status
+        self.headers: Mapping[str, str] = response.headers
 
     def __repr__(self) -> str:
-        return f"<upstream response {self._response.status}>"
-
-    @property
-    def status_code(self) -> int:
-        return self._response.status
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._response.headers
+        return f"<upstream response {self.status_code}>"
 
     async def aread(self) -> bytes:
         try:
@@ -169,7 +164,7 @@ class AiohttpUpstream:
             response = await session.request(
                 method,
                 url,
-                headers=dict(headers),
+                headers=headers,
                 data=content,
                 allow_redirects=False,
                 timeout=limit,
