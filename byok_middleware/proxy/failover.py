@@ -81,7 +81,9 @@ async def attempt_candidates(
             gateway.health.provider_failed(candidate.record, "connection error")
             continue
         if response.status_code < 400:
-            await gateway.health.succeeded(candidate.record)
+            cooled_down = gateway.health.succeeded(candidate.record)
+            if cooled_down is not None:
+                await cooled_down
             return Forwarded(response, candidate)
         last_error, outcome = await _failed(gateway, call, candidate, response)
         if not outcome.fails_over:

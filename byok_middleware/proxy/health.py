@@ -202,17 +202,21 @@ class HealthRecorder:
         if self._due(record.id, "last_error", now):
             self._write(record, {"last_error": describe_failure(what, record.provider, now)})
 
-    async def succeeded(self, record: ProviderKeyRecord | None) -> None:
-        """A 2xx: end an expired cooldown, and note ``last_used_at`` (throttled, in background)."""
+    def succeeded(self, record: ProviderKeyRecord | None) -> Coroutine[Any, Any, None] | None:
+        """A 2xx: note ``last_used_at`` (throttled, in background). For a key that was cooling
+        down, returns the coroutine that ends the cooldown, which the caller awaits; otherwise
+        None, so the steady state runs no coroutine at all."""
         if record is None:
-            return
-        self._strikes.pop(record.id, None)
+            return None
+        if self._strikes:
+            self._strikes.pop(record.id, None)
         now = self._clock()
         if record.status is KeyStatus.COOLING_DOWN:
-            await self._set(record, status=KeyStatus.ACTIVE, cooldown_until=None, last_used_at=now)
             self._noted[(record.id, "last_used_at")] = now
-        elif self._due(record.id, "last_used_at", now):
+            return self._set(record, status=KeyStatus.ACTIVE, cooldown_until=None, last_used_at=now)
+        if self._due(record.id, "last_used_at", now):
             self._write(record, {"last_used_at": now})
+        return None
 
     def _due(self, key_id: str, name: str, now: datetime) -> bool:
         last = self._noted.get((key_id, name))
