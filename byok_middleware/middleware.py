@@ -72,6 +72,7 @@ class BYOKMiddleware:
         install_log_redaction(self.config.log_secrets())
         self.router = build_router(dashboard=self.config.dashboard)
         self._prefix = self.config.prefix
+        self._below_prefix = self._prefix + "/"
         self._opened = False
         self._open_lock = asyncio.Lock()
 
@@ -84,7 +85,7 @@ class BYOKMiddleware:
             root = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :]
-            if path.startswith(self._prefix + "/"):
+            if path.startswith(self._below_prefix):
                 match = self.router.match(path[len(self._prefix) :])
                 if match is not None:
                     if not self._opened:

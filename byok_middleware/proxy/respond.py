@@ -37,13 +37,14 @@ def passthrough_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]
 
 def call_metadata(call: Call, forwarded: Forwarded) -> CallMetadata:
     """The metadata of a call served by ``forwarded.candidate`` (cost filled in later)."""
+    candidate = forwarded.candidate
     return CallMetadata(
-        request_id=call.request_id,
-        attribution=forwarded.candidate.attribution,
-        provider=call.provider,
-        model=call.model,
-        key_id=forwarded.candidate.key_id,
-        attempts=call.attempts,
+        call.request_id,
+        candidate.attribution,
+        call.provider,
+        call.model,
+        candidate.key_id,
+        call.attempts,
     )
 
 
