@@ -92,7 +92,7 @@ def start_target(target: Target, port: int, log_dir: Path, round_no: int) -> Ser
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="odd, so the median is a round")
     parser.add_argument("--seconds", type=float, default=6, help="each c=32 wrk run")
     parser.add_argument("--seconds-c1", type=float, default=4, help="each c=1 wrk run")
     parser.add_argument("--warmup", type=float, default=1)
