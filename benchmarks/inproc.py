@@ -20,10 +20,9 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
-from byok_middleware.asgi import Message
+from byok_middleware.asgi import Message, Receive, Scope, Send
 from byok_middleware.keys.schemas import KeyCreate
 from byok_middleware.proxy.transport import Body
 
@@ -66,7 +65,7 @@ class _StubUpstream:
         return None
 
 
-async def _host(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _host(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("the host app is not reached in this benchmark")
 
 
