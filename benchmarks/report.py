@@ -160,7 +160,8 @@ def _ratio_text(ratios: list[float]) -> str:
 def _gap_text(gaps: list[float]) -> str:
     if not gaps:
         return "not measured"
-    return f"+{statistics.median(gaps):.2f} ms median of {len(gaps)}, worst round +{max(gaps):.2f}"
+    median, worst = statistics.median(gaps), max(gaps)
+    return f"{median:+.2f} ms median of {len(gaps)}, worst round {worst:+.2f}"
 
 
 def _verdicts(targets: list[Target], samples: dict[str, list[Sample]]) -> list[str]:
