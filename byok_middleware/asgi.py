@@ -24,6 +24,7 @@ __all__ = [
     "json_body",
     "loads",
     "parse_json_object",
+    "raw_header",
     "read_body",
     "send_error",
     "send_json",
@@ -40,12 +41,18 @@ MAX_JSON_DEPTH = 64
 MAX_HEADER_BYTES = 32 * 1024
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of a request header (``name`` lower-case bytes), decoded as latin-1."""
+def raw_header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header (``name`` lower-case bytes), as bytes."""
     for key, value in scope.get("headers", ()):
         if key == name:
-            return bytes(value).decode("latin-1")
+            return bytes(value)
     return None
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` lower-case bytes), decoded as latin-1."""
+    value = raw_header(scope, name)
+    return None if value is None else value.decode("latin-1")
 
 
 def check_header_size(scope: Scope, limit: int = MAX_HEADER_BYTES) -> None:

@@ -235,10 +235,6 @@ class Gateway:
             self._key_uses[candidate.secret] = use
         return use
 
-    def redactor_for(self, candidate: Candidate) -> Redactor:
-        """The redactor for a call paying with ``candidate``."""
-        return self.key_use(candidate).redactor
-
     def upstream_url(self, provider: str, path: str) -> str:
         """The full upstream URL of an OpenAI ``path`` at ``provider`` (computed once)."""
         url = self._urls.get((provider, path))

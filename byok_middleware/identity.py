@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from hashlib import blake2s as _blake2s
 from types import CoroutineType
+from typing import TypeGuard
 
-from byok_middleware.asgi import Scope
+from byok_middleware.asgi import Scope, raw_header
 from byok_middleware.clock import utcnow
 from byok_middleware.storage.base import KeyStore, Tenant
 
@@ -28,6 +29,7 @@ __all__ = [
     "Identify",
     "create_tenant",
     "hash_gateway_key",
+    "is_awaitable",
     "new_gateway_key",
     "resolve_tenant",
     "tenant_or_none",
@@ -60,13 +62,6 @@ class _Entry:
     expires: float
 
 
-def _authorization(scope: Scope) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == b"authorization":
-            return bytes(value)
-    return None
-
-
 class GatewayKeyIdentity:
     """The default ``identify``: a bearer gateway key looked up by its hash.
 
@@ -95,7 +90,7 @@ class GatewayKeyIdentity:
         return f"GatewayKeyIdentity(cached={len(self._cache)})"
 
     async def __call__(self, scope: Scope) -> str | None:
-        raw = _authorization(scope)
+        raw = raw_header(scope, b"authorization")
         if not raw:
             return None
         digest = _blake2s(raw).digest()
@@ -123,12 +118,16 @@ class GatewayKeyIdentity:
 
 async def resolve_tenant(identify: Identify, scope: Scope) -> str | None:
     """Call a sync or async ``identify`` and normalise its answer to a non-empty string or None."""
-    result = identify(scope)
-    # A coroutine (the default identify) by an exact type check first: isawaitable's ABC checks
-    # cost more than the rest of this function.
-    if type(result) is CoroutineType or inspect.isawaitable(result):
+    result: object = identify(scope)
+    if is_awaitable(result):
         result = await result
     return tenant_or_none(result)
+
+
+def is_awaitable(value: object) -> TypeGuard[Awaitable[object]]:
+    """``inspect.isawaitable``, with a coroutine (the default identify's answer) found by an
+    exact type check first: the ABC checks cost more than the rest of an identification."""
+    return type(value) is CoroutineType or inspect.isawaitable(value)
 
 
 def tenant_or_none(result: object) -> str | None:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import logging
 import os
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import CoroutineType
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from byok_middleware.asgi import Message, Receive, Scope, Send, check_header_size, send_error
 from byok_middleware.errors import AuthenticationFailed, BYOKError, InvalidRequest
-from byok_middleware.identity import tenant_or_none
+from byok_middleware.identity import is_awaitable, tenant_or_none
 from byok_middleware.providers.specs import PROVIDERS
 from byok_middleware.redaction import Redactor
 
@@ -129,8 +127,8 @@ class Router:
                 )
             if route.authenticated:
                 # resolve_tenant inlined: one coroutine less on every proxied call.
-                found = gateway.identify(scope)
-                if type(found) is CoroutineType or inspect.isawaitable(found):
+                found: object = gateway.identify(scope)
+                if is_awaitable(found):
                     found = await found
                 tenant_id = tenant_or_none(found)
             else:

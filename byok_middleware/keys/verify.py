@@ -16,7 +16,7 @@ from byok_middleware.proxy.health import (
     describe_failure,
     retry_after_seconds,
 )
-from byok_middleware.proxy.upstream import auth_headers, normalize_error, upstream_url
+from byok_middleware.proxy.upstream import auth_headers, normalize_error
 from byok_middleware.redaction import Redactor
 from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
 
@@ -44,7 +44,7 @@ async def verify_key(gateway: Gateway, tenant_id: str, key_id: str) -> ProviderK
     if resolved is None:
         raise InvalidRequest("this key cannot be decrypted; register it again", code="key_unusable")
     provider = record.provider
-    url = upstream_url(gateway.config.base_url(provider), provider, "/models")
+    url = gateway.upstream_url(provider, "/models")
     now = gateway.clock()
     changes: dict[str, Any]
     try:

@@ -61,9 +61,9 @@ async def attempt_candidates(
         content, headers = build(candidate)
         headers.update(use.auth)
         url = gateway.upstream_url(candidate.provider, path)
-        record = candidate.record
-        if record is not None and record.rpm is not None:  # no coroutine for keys without one
-            await gateway.limits.attempted(record)
+        counting = gateway.limits.attempted(candidate.record)
+        if counting is not None:
+            await counting
         try:
             response = await gateway.client.send(method, url, headers=headers, content=content)
             if stream and response.status_code < 400:
