@@ -97,7 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds-c1", type=float, default=4, help="each c=1 wrk run")
     parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--stream-count", type=int, default=100)
-    parser.add_argument("--gap-requests", type=int, default=8, help="one after another")
+    parser.add_argument(
+        "--gap-requests", type=int, default=24, help="one after another (19 gaps each)"
+    )
     parser.add_argument("--only", default="", help="comma-separated target keys")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS.md"))

@@ -19,7 +19,12 @@ from byok_middleware.proxy.endpoints import JSON_HEADERS
 from byok_middleware.proxy.metadata import CallMetadata
 from byok_middleware.proxy.respond import call_metadata, read_json, send_metered
 from byok_middleware.proxy.sse import SSESplitter, encode_event, parse_event
-from byok_middleware.proxy.stream import interrupted_event, run_until_disconnect, sse_start
+from byok_middleware.proxy.stream import (
+    interrupted_event,
+    run_until_disconnect,
+    send_body,
+    sse_start,
+)
 from byok_middleware.proxy.transport import UpstreamResponse
 from byok_middleware.proxy.upstream import Candidate
 
@@ -147,12 +152,12 @@ async def _relay_stream(
                         outcome["error"] = "upstream_stream_error"
                         break
                     if translator.finished:
-                        out.extend(finish())
+                        if out:  # the last content goes out before the metering work
+                            await send_body(send, out)
+                        out = finish()
                         break
                 if out:
-                    await send(
-                        {"type": "http.response.body", "body": b"".join(out), "more_body": True}
-                    )
+                    await send_body(send, out)
                 if translator.failed or translator.finished:
                     break
         except httpx.HTTPError:

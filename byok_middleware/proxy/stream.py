@@ -21,7 +21,13 @@ from byok_middleware.pricing import Usage, usage_from_chunk
 from byok_middleware.proxy.metadata import CallMetadata
 from byok_middleware.proxy.sse import SSESplitter, data_of, encode_event, parse_event
 
-__all__ = ["StreamState", "relay_openai_stream", "run_until_disconnect", "sse_start"]
+__all__ = [
+    "StreamState",
+    "relay_openai_stream",
+    "run_until_disconnect",
+    "send_body",
+    "sse_start",
+]
 
 DONE = b"[DONE]"
 SSE_HEADERS = [
@@ -70,6 +76,11 @@ async def sse_start(send: Send, meta: CallMetadata, status: int = 200) -> None:
             "headers": SSE_HEADERS + meta.headers(with_cost=False),
         }
     )
+
+
+async def send_body(send: Send, events: list[bytes]) -> None:
+    """Send ``events`` as one body part of a response that goes on."""
+    await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
 
 
 async def run_until_disconnect(receive: Receive, relay: Awaitable[None]) -> bool:
@@ -141,6 +152,9 @@ async def relay_openai_stream(
                             continue  # comments such as DeepSeek's ": keep-alive"
                         payload = event.data
                     if payload == DONE:
+                        if out:  # the last content goes out before the metering work
+                            await send_body(send, out)
+                            out = []
                         state.completed = True
                         meta.cost_usd = gateway.cost(call, state.usage)
                         out.append(_final_event(gateway, state, held, meta))
@@ -154,6 +168,9 @@ async def relay_openai_stream(
                         out.append(call.redactor(raw.decode("utf-8", "replace")).encode())
                         continue
                     if _has_usage(payload):
+                        if out:  # as before [DONE]: parsing the usage holds no chunk back
+                            await send_body(send, out)
+                            out = []
                         chunk = loads(payload)
                         state.usage = usage_from_chunk(chunk, provider=call.provider) or state.usage
                         if not chunk.get("choices"):
@@ -161,9 +178,7 @@ async def relay_openai_stream(
                             continue
                     out.append(raw)
                 if out:
-                    await send(
-                        {"type": "http.response.body", "body": b"".join(out), "more_body": True}
-                    )
+                    await send_body(send, out)
         except httpx.HTTPError:
             state.error_type = "stream_interrupted"
         finally:
