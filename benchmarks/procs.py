@@ -142,17 +142,34 @@ def _own_seconds() -> float:
 
 
 class ForeignLoad:
-    """CPU that processes outside this benchmark used meanwhile, as a share of all cores."""
+    """CPU that processes outside this benchmark used while a target was measured, as a share of
+    all cores. ``idle`` are the other targets' servers, up but not under load: what they burn
+    competes with the target, so it counts as foreign too. Measured over any number of slices
+    (``start`` ... ``stop``), as a round interleaves its targets scenario by scenario."""
 
-    def __init__(self) -> None:
-        self.wall = time.monotonic()
-        self.busy = _machine_busy_seconds()
-        self.own = _own_seconds()
+    def __init__(self, idle: Sequence[int] = ()) -> None:
+        self.idle = list(idle)
+        self.wall = self.foreign = 0.0
+        self._start: tuple[float, float, float, float] | None = None
+
+    def _now(self) -> tuple[float, float, float, float]:
+        idle = sum(cpu_seconds(pid) for pid in self.idle)
+        return time.monotonic(), _machine_busy_seconds(), _own_seconds(), idle
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> None:
+        if self._start is None:
+            return
+        (wall0, busy0, own0, idle0), (wall1, busy1, own1, idle1) = self._start, self._now()
+        self.wall += wall1 - wall0
+        self.foreign += (busy1 - busy0) - (own1 - own0) + (idle1 - idle0)
+        self._start = None
 
     def share(self) -> float:
-        wall = time.monotonic() - self.wall
-        foreign = (_machine_busy_seconds() - self.busy) - (_own_seconds() - self.own)
-        return max(0.0, foreign / (wall * (os.cpu_count() or 1))) if wall > 0 else 0.0
+        cores = os.cpu_count() or 1
+        return max(0.0, self.foreign / (self.wall * cores)) if self.wall > 0 else 0.0
 
 
 def wait_until_idle(pid: int, *, quiet: float = 0.005, timeout: float = 15) -> None:

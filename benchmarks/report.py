@@ -216,8 +216,10 @@ def write(
         f"wrk {args.seconds_c1:g} s at c=1 and {args.seconds:g} s at c=32 after a "
         f"{args.warmup:g} s warm-up each.",
         "",
-        "Layout: the server under test alone on core 0 (`taskset -c 0`), started fresh each round;",
-        "the mock upstream (asyncio Protocol + httptools), wrk and the streaming client on core 1.",
+        "Layout: each round starts every target's server on core 0 (`taskset -c 0`), then runs",
+        "each scenario on every target in turn, so only the target being measured has work on",
+        "core 0 and the targets of a ratio are measured seconds apart; the mock upstream",
+        "(asyncio Protocol + httptools), wrk and the streaming client are on core 1.",
         "Server CPU per request = utime+stime of the server process (and any children) from",
         "`/proc/<pid>/stat` from before the wrk run until the server is idle after it, over the",
         "requests wrk completed plus the `c` it left in flight (the server finishes those).",
@@ -226,6 +228,9 @@ def write(
         "is the mock's.",
         "Other sessions share this machine: see the 'other load' column below before reading",
         "absolute req/s and latencies; CPU per request and the same-round ratios suffer least.",
+        "Neighbours outside this machine (other virtual machines on the same host) slow every",
+        "instruction without showing in any load figure; interleaving by scenario keeps a",
+        "ratio's two measurements close in time, so both see the same conditions.",
         "",
     ]
     for scenario, title in WRK_SCENARIOS.items():
@@ -260,8 +265,9 @@ def write(
         "",
         "## Memory after load, and other load on the machine meanwhile",
         "",
-        "Other load = CPU used by processes outside the benchmark during the target's scenarios",
-        "(e.g. test suites of other sessions), as a share of both cores, per round.",
+        "Other load = CPU used during the target's scenarios by processes outside the benchmark",
+        "(e.g. test suites of other sessions) and by the other targets' idle servers, as a share",
+        "of both cores, per round.",
         "",
         *_simple_table(
             targets,

@@ -1,8 +1,9 @@
 """``python -m benchmarks.run``: every target, every scenario, interleaved rounds -> RESULTS.md.
 
-The server under test runs alone on core 0 (``taskset -c 0``); the mock upstream, wrk and the
-streaming client share core 1. Options: ``--rounds``, ``--seconds``, ``--only key,key``,
-``--skip-litellm``.
+Each round starts every target's server on core 0 (``taskset -c 0``), then runs each scenario on
+every target in turn (A B C, A B C), so only the target being measured has work on core 0; the
+mock upstream, wrk and the streaming client share core 1. Options: ``--rounds``, ``--seconds``,
+``--only key,key``, ``--skip-litellm``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import measure, report
@@ -33,47 +35,127 @@ MOCK_PORT, TARGET_PORT = 18100, 18200
 GAP_DELAY_MS = 20
 
 
-def measure_target(target: Target, server_pid: int, port: int, args: argparse.Namespace) -> Sample:
-    url = target.url(port)
-    plain, stream = measure.chat_body(stream=False), measure.chat_body(stream=True)
-    sample = Sample()
-    load = ForeignLoad()
+SCENARIOS = ("plain_c1", "plain_c32", "stream_c32", "stream_latency", "gaps")
+WRK_BODIES = {"plain_c1": (1, False), "plain_c32": (32, False), "stream_c32": (32, True)}
 
-    def wrk(name: str, body: bytes, connections: int, seconds: float) -> None:
+
+@dataclass
+class Live:
+    """One target during a round: its server (None for the mock itself), port and sample."""
+
+    target: Target
+    port: int
+    server: Server | None
+    sample: Sample = field(default_factory=Sample)
+    load: ForeignLoad = field(default_factory=ForeignLoad)
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid if self.server is not None else 0
+
+
+def measure_scenario(scenario: str, live: Live, server_pid: int, args: argparse.Namespace) -> None:
+    """Run one scenario against one target, into its sample; the progress line is printed."""
+    target, sample = live.target, live.sample
+    url = target.url(live.port)
+    if scenario in WRK_BODIES:
+        connections, stream = WRK_BODIES[scenario]
+        body = measure.chat_body(stream=stream)
+        seconds = args.seconds_c1 if connections == 1 else args.seconds
         measure.run_wrk(
             url, body, target.auth, connections=connections, seconds=args.warmup,
             server_pid=None, core=CLIENT_CORE,
         )  # fmt: skip
         wait_until_idle(server_pid)
+        live.load.start()
         result = measure.run_wrk(
             url, body, target.auth, connections=connections, seconds=seconds,
             server_pid=server_pid, core=CLIENT_CORE,
         )  # fmt: skip
-        sample.wrk[name] = result
+        live.load.stop()
+        sample.wrk[scenario] = result
         cpu = f"{result.cpu_ms_per_request:.2f}" if result.cpu_ms_per_request else "-"
+        detail = (
+            f"{result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
+            f"  cpu {cpu} ms/req  errors {result.errors}"
+        )
+    elif scenario == "stream_latency":
+        live.load.start()
+        lat = sample.latency = measure.stream_latency(url, target.auth, args.stream_count)
+        live.load.stop()
+        detail = f"ttfb p50 {lat.ttfb_p50_ms:.2f} ms  full p50 {lat.full_p50_ms:.2f} ms"
+    else:
+        live.load.start()
+        gaps = sample.gaps = measure.chunk_gaps(
+            url, target.auth, GAP_DELAY_MS, connections=1, per_connection=args.gap_requests
+        )
+        live.load.stop()
+        detail = f"added {gaps.added_p50_ms:+.2f} / {gaps.added_p99_ms:+.2f} ms (p50/p99)"
+    print(f"    {target.key:22} {detail}", flush=True)
+
+
+def run_round(
+    round_no: int,
+    targets: list[Target],
+    mock: Server,
+    log_dir: Path,
+    args: argparse.Namespace,
+    registered: bool,
+) -> tuple[dict[str, Sample], bool]:
+    """One round: every target's server up at once (pinned to the server core, idle until its
+    turn), then each scenario on every target in turn, so that the targets compared in a ratio
+    are measured seconds apart, under the same conditions on a shared machine."""
+    lives: list[Live] = []
+    failures: dict[str, Sample] = {}
+    try:
+        for index, target in enumerate(targets):
+            port = MOCK_PORT if target.argv is None else TARGET_PORT + index
+            try:
+                server = (
+                    None if target.argv is None else start_target(target, port, log_dir, round_no)
+                )
+            except Exception as exc:  # noqa: BLE001 - one broken target must not stop the run
+                print(f"round {round_no}: {target.label} FAILED to start: {exc}", flush=True)
+                failures[target.key] = Sample(failure=f"{type(exc).__name__}: {exc}")
+                continue
+            lives.append(Live(target, port, server))
+            if target.key.startswith("gateway") and not registered:
+                if target.auth is None:
+                    raise RuntimeError(f"{target.key} has no gateway key")
+                register_provider_key(port, target.auth)
+                registered = True
+        servers = [live.pid for live in lives if live.server is not None]
+        for live in lives:
+            live.load = ForeignLoad(idle=[pid for pid in servers if pid != live.pid])
+        for scenario in SCENARIOS:
+            print(f"round {round_no}: {scenario}", flush=True)
+            for live in lives:
+                if live.sample.failure:
+                    continue
+                try:
+                    measure_scenario(scenario, live, live.pid or mock.pid, args)
+                except Exception as exc:  # noqa: BLE001 - one broken target must not stop the run
+                    why = f"{type(exc).__name__}: {exc}"
+                    tail = live.server.tail() if live.server else ""
+                    print(f"    {live.target.label}: FAILED {why}\n{tail}", flush=True)
+                    live.sample = Sample(failure=why)
+        for live in lives:
+            if not live.sample.failure:
+                live.sample.rss_mb = rss_mb(live.pid or mock.pid)
+                live.sample.foreign_load = live.load.share()
         print(
-            f"    {name:12} {result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-            f"p99 {result.p99_ms:7.2f} ms  cpu {cpu} ms/req  errors {result.errors}",
+            f"round {round_no}: RSS / other load  "
+            + "  ".join(
+                f"{live.target.key} {live.sample.rss_mb:.0f} MB {live.sample.foreign_load:.0%}"
+                for live in lives
+            ),
             flush=True,
         )
-
-    wrk("plain_c1", plain, 1, args.seconds_c1)
-    wrk("plain_c32", plain, 32, args.seconds)
-    wrk("stream_c32", stream, 32, args.seconds)
-    sample.latency = measure.stream_latency(url, target.auth, args.stream_count)
-    sample.gaps = measure.chunk_gaps(
-        url, target.auth, GAP_DELAY_MS, connections=1, per_connection=args.gap_requests
-    )
-    sample.rss_mb = rss_mb(server_pid)
-    sample.foreign_load = load.share()
-    lat, gaps = sample.latency, sample.gaps
-    print(
-        f"    stream c=1   ttfb p50 {lat.ttfb_p50_ms:.2f} ms  full p50 {lat.full_p50_ms:.2f} ms"
-        f"  | gaps +{gaps.added_p50_ms:.2f}/+{gaps.added_p99_ms:.2f} ms (p50/p99)"
-        f"  | RSS {sample.rss_mb:.0f} MB | other load {sample.foreign_load:.0%}",
-        flush=True,
-    )
-    return sample
+    finally:
+        for live in lives:
+            if live.server is not None:
+                live.server.stop()
+    return {**failures, **{live.target.key: live.sample for live in lives}}, registered
 
 
 def start_target(target: Target, port: int, log_dir: Path, round_no: int) -> Server:
@@ -143,26 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         registered = False
         samples: dict[str, list[Sample]] = {t.key: [] for t in targets}
         for round_no in range(1, args.rounds + 1):
-            for index, target in enumerate(targets):
-                print(f"round {round_no}: {target.label}", flush=True)
-                port = MOCK_PORT if target.argv is None else TARGET_PORT + index
-                server: Server | None = None
-                try:
-                    if target.argv is not None:
-                        server = start_target(target, port, log_dir, round_no)
-                    if target.key.startswith("gateway") and not registered:
-                        assert target.auth is not None
-                        register_provider_key(port, target.auth)
-                        registered = True
-                    pid = server.pid if server is not None else mock.pid
-                    samples[target.key].append(measure_target(target, pid, port, args))
-                except Exception as exc:  # noqa: BLE001 - one broken target must not stop the run
-                    why = f"{type(exc).__name__}: {exc}"
-                    print(f"    FAILED {why}\n{server.tail() if server else ''}", flush=True)
-                    samples[target.key].append(Sample(failure=why))
-                finally:
-                    if server is not None:
-                        server.stop()
+            measured, registered = run_round(round_no, targets, mock, log_dir, args, registered)
+            for key, sample in measured.items():
+                samples[key].append(sample)
         elapsed = time.monotonic() - started
         report.write(args.output, targets, samples, args, loop, notes, elapsed, GAP_DELAY_MS)
         print(f"wrote {args.output} in {elapsed:.0f} s")
