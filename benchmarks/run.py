@@ -41,22 +41,20 @@ WRK_BODIES = {"plain_c1": (1, False), "plain_c32": (32, False), "stream_c32": (3
 
 @dataclass
 class Live:
-    """One target during a round: its server (None for the mock itself), port and sample."""
+    """One target during a round: its server (None when the mock itself is the target), the
+    process whose CPU is measured (the server, or the mock), and the sample being filled."""
 
     target: Target
     port: int
     server: Server | None
+    pid: int
     sample: Sample = field(default_factory=Sample)
     load: ForeignLoad = field(default_factory=ForeignLoad)
 
-    @property
-    def pid(self) -> int:
-        return self.server.pid if self.server is not None else 0
 
-
-def measure_scenario(scenario: str, live: Live, server_pid: int, args: argparse.Namespace) -> None:
+def measure_scenario(scenario: str, live: Live, args: argparse.Namespace) -> None:
     """Run one scenario against one target, into its sample; the progress line is printed."""
-    target, sample = live.target, live.sample
+    target, sample, server_pid = live.target, live.sample, live.pid
     url = target.url(live.port)
     if scenario in WRK_BODIES:
         connections, stream = WRK_BODIES[scenario]
@@ -118,7 +116,7 @@ def run_round(
                 print(f"round {round_no}: {target.label} FAILED to start: {exc}", flush=True)
                 failures[target.key] = Sample(failure=f"{type(exc).__name__}: {exc}")
                 continue
-            lives.append(Live(target, port, server))
+            lives.append(Live(target, port, server, mock.pid if server is None else server.pid))
             if target.key.startswith("gateway") and not registered:
                 if target.auth is None:
                     raise RuntimeError(f"{target.key} has no gateway key")
@@ -133,7 +131,7 @@ def run_round(
                 if live.sample.failure:
                     continue
                 try:
-                    measure_scenario(scenario, live, live.pid or mock.pid, args)
+                    measure_scenario(scenario, live, args)
                 except Exception as exc:  # noqa: BLE001 - one broken target must not stop the run
                     why = f"{type(exc).__name__}: {exc}"
                     tail = live.server.tail() if live.server else ""
@@ -141,7 +139,7 @@ def run_round(
                     live.sample = Sample(failure=why)
         for live in lives:
             if not live.sample.failure:
-                live.sample.rss_mb = rss_mb(live.pid or mock.pid)
+                live.sample.rss_mb = rss_mb(live.pid)
                 live.sample.foreign_load = live.load.share()
         print(
             f"round {round_no}: RSS / other load  "
