@@ -51,17 +51,21 @@ def _units_by_price_key(raw: Mapping[str, Mapping[str, Any]]) -> Mapping[str, _U
 _UNITS = _units_by_price_key(unit_data)
 _REQUESTS = "requests"
 _ZERO = Decimal(0)
-# The units of the token fast path, and the ``Usage`` field behind every other usage key a plan
-# may price (usage keys no ``Usage`` field feeds are always zero, so they never matter).
+# Subsets of the prompt and of the completion: genai-prices usage key -> ``Usage`` field. One
+# table for both ``genai_usage_values`` and the token fast path, which must see every field a
+# plan may price apart (usage keys no ``Usage`` field feeds are always zero, so never matter).
+_CACHE_WRITE = ("cache_write_tokens", "cache_write_tokens")
+_PROMPT_SUBSETS = (
+    ("input_audio_tokens", "audio_prompt_tokens"),
+    ("input_image_tokens", "image_prompt_tokens"),
+)
+_COMPLETION_SUBSETS = (
+    ("output_reasoning_tokens", "reasoning_tokens"),
+    ("output_audio_tokens", "audio_completion_tokens"),
+    ("output_image_tokens", "image_completion_tokens"),
+)
 _FAST_KEYS = ("input_tokens", "cache_read_tokens", "output_tokens")
-_USAGE_FIELDS = {
-    "cache_write_tokens": "cache_write_tokens",
-    "input_audio_tokens": "audio_prompt_tokens",
-    "input_image_tokens": "image_prompt_tokens",
-    "output_reasoning_tokens": "reasoning_tokens",
-    "output_audio_tokens": "audio_completion_tokens",
-    "output_image_tokens": "image_completion_tokens",
-}
+_USAGE_FIELDS = dict((_CACHE_WRITE, *_PROMPT_SUBSETS, *_COMPLETION_SUBSETS))
 
 
 def genai_usage_values(usage: Usage) -> dict[str, int | float]:
@@ -80,15 +84,15 @@ def genai_usage_values(usage: Usage) -> dict[str, int | float]:
             cached = values["cache_read_tokens"] = min(cached, prompt)
         else:
             cached = 0
-        _put(values, "cache_write_tokens", usage.cache_write_tokens, prompt - cached)
-        _put(values, "input_audio_tokens", usage.audio_prompt_tokens, prompt)
-        _put(values, "input_image_tokens", usage.image_prompt_tokens, prompt)
+        key, name = _CACHE_WRITE
+        _put(values, key, getattr(usage, name), prompt - cached)
+        for key, name in _PROMPT_SUBSETS:
+            _put(values, key, getattr(usage, name), prompt)
     completion = usage.completion_tokens
     if completion > 0:
         values["output_tokens"] = completion
-        _put(values, "output_reasoning_tokens", usage.reasoning_tokens, completion)
-        _put(values, "output_audio_tokens", usage.audio_completion_tokens, completion)
-        _put(values, "output_image_tokens", usage.image_completion_tokens, completion)
+        for key, name in _COMPLETION_SUBSETS:
+            _put(values, key, getattr(usage, name), completion)
     if usage.audio_seconds is not None and usage.audio_seconds > 0:
         # Speech-to-text audio is input audio; genai-prices does the same for Groq whisper.
         values["audio_seconds"] = values["input_audio_seconds"] = usage.audio_seconds

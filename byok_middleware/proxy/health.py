@@ -208,8 +208,7 @@ class HealthRecorder:
         None, so the steady state runs no coroutine at all."""
         if record is None:
             return None
-        if self._strikes:
-            self._strikes.pop(record.id, None)
+        self._strikes.pop(record.id, None)
         now = self._clock()
         if record.status is KeyStatus.COOLING_DOWN:
             self._noted[(record.id, "last_used_at")] = now
