@@ -6,6 +6,7 @@ import asyncio
 import json
 import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +34,33 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int  # non-2xx + socket errors
-    cpu_ms_per_request: float | None
+    cpu_seconds: float | None  # server CPU over the `counted` requests; None when not measured
+    counted: int  # the requests completed, and those in flight when wrk stopped
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        if self.cpu_seconds is None or not self.requests:
+            return None
+        return self.cpu_seconds * 1000 / self.counted
+
+
+def combine(slices: Sequence[WrkResult]) -> WrkResult:
+    """Slices of one measurement as one: requests, time, errors and CPU summed; p50 is the median
+    slice's and p99 the worst slice's (wrk's histograms cannot be merged)."""
+    cpu = [part.cpu_seconds for part in slices]
+    return WrkResult(
+        requests=sum(part.requests for part in slices),
+        seconds=sum(part.seconds for part in slices),
+        p50_ms=statistics.median(part.p50_ms for part in slices),
+        p99_ms=max(part.p99_ms for part in slices),
+        errors=sum(part.errors for part in slices),
+        cpu_seconds=None if None in cpu else sum(c for c in cpu if c is not None),
+        counted=sum(part.counted for part in slices),
+    )
 
 
 def run_wrk(
@@ -72,14 +95,14 @@ def run_wrk(
     data = json.loads(line.split(" ", 1)[1])
     errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
     requests = int(data["requests"])
-    cpu = (after - before) * 1000 / (requests + connections) if server_pid and requests else None
     return WrkResult(
         requests=requests,
         seconds=data["duration_us"] / 1e6,
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         errors=errors,
-        cpu_ms_per_request=cpu,
+        cpu_seconds=after - before if server_pid else None,
+        counted=requests + connections,
     )
 
 

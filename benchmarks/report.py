@@ -213,13 +213,17 @@ def write(
         f"- Every server: uvicorn, one worker, `--loop {loop} --http httptools --no-access-log`.",
         "- Command: `make bench` (= `.venv/bin/python -m benchmarks.run`), "
         f"arguments `{' '.join(args.argv) or '(defaults)'}`: {args.rounds} interleaved round(s), "
-        f"wrk {args.seconds_c1:g} s at c=1 and {args.seconds:g} s at c=32 after a "
-        f"{args.warmup:g} s warm-up each.",
+        f"wrk {args.seconds_c1:g} s at c=1 and {args.seconds:g} s at c=32 (in {args.slices} "
+        f"slices) after a {args.warmup:g} s warm-up each.",
         "",
         "Layout: each round starts every target's server on core 0 (`taskset -c 0`), then runs",
         "each scenario on every target in turn, so only the target being measured has work on",
         "core 0 and the targets of a ratio are measured seconds apart; the mock upstream",
-        "(asyncio Protocol + httptools), wrk and the streaming client are on core 1.",
+        "(asyncio Protocol + httptools), wrk and the streaming client are on core 1. The c=32",
+        "scenarios, whose CPU makes the ratios, are measured in slices taken in turn (A B C,",
+        "A B C, ...) after every target's warm-up, so a burst of the neighbours' load falls on",
+        "a slice of each target rather than on one target's whole run; a sliced figure sums",
+        "the slices' requests and CPU, and its p50 is the median slice's, its p99 the worst.",
         "Server CPU per request = utime+stime of the server process (and any children) from",
         "`/proc/<pid>/stat` from before the wrk run until the server is idle after it, over the",
         "requests wrk completed plus the `c` it left in flight (the server finishes those).",

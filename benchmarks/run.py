@@ -2,8 +2,9 @@
 
 Each round starts every target's server on core 0 (``taskset -c 0``), then runs each scenario on
 every target in turn (A B C, A B C), so only the target being measured has work on core 0; the
-mock upstream, wrk and the streaming client share core 1. Options: ``--rounds``, ``--seconds``,
-``--only key,key``, ``--skip-litellm``.
+mock upstream, wrk and the streaming client share core 1. The c=32 scenarios, whose CPU per
+request makes the ratios, are taken in slices in turn. Options: ``--rounds``, ``--seconds``,
+``--slices``, ``--only key,key``, ``--skip-litellm``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ GAP_DELAY_MS = 20
 
 SCENARIOS = ("plain_c1", "plain_c32", "stream_c32", "stream_latency", "gaps")
 WRK_BODIES = {"plain_c1": (1, False), "plain_c32": (32, False), "stream_c32": (32, True)}
+SLICED = ("plain_c32", "stream_c32")  # the scenarios behind the CPU ratios
 
 
 @dataclass
@@ -52,31 +54,70 @@ class Live:
     load: ForeignLoad = field(default_factory=ForeignLoad)
 
 
+def _wrk_detail(result: measure.WrkResult) -> str:
+    cpu = f"{result.cpu_ms_per_request:.2f}" if result.cpu_ms_per_request else "-"
+    return (
+        f"{result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
+        f"  cpu {cpu} ms/req  errors {result.errors}"
+    )
+
+
+def _wrk(scenario: str, live: Live, seconds: float, *, measured: bool) -> measure.WrkResult:
+    connections, stream = WRK_BODIES[scenario]
+    if measured:
+        live.load.start()
+    result = measure.run_wrk(
+        live.target.url(live.port), measure.chat_body(stream=stream), live.target.auth,
+        connections=connections, seconds=seconds, server_pid=live.pid if measured else None,
+        core=CLIENT_CORE,
+    )  # fmt: skip
+    if measured:
+        live.load.stop()
+    return result
+
+
+def _fail(live: Live, exc: Exception) -> None:
+    why = f"{type(exc).__name__}: {exc}"
+    tail = live.server.tail() if live.server else ""
+    print(f"    {live.target.label}: FAILED {why}\n{tail}", flush=True)
+    live.sample = Sample(failure=why)
+
+
+def measure_sliced(scenario: str, lives: list[Live], args: argparse.Namespace) -> None:
+    """A c=32 scenario, whose CPU per request makes the ratios: every target warmed up, then
+    measured in ``args.slices`` slices taken in turn (A B C, A B C, ...), so a burst of the
+    neighbours' load falls on a slice of each target rather than on one target's whole run."""
+    slices: dict[str, list[measure.WrkResult]] = {live.target.key: [] for live in lives}
+    for live in lives:
+        try:
+            _wrk(scenario, live, args.warmup, measured=False)
+            wait_until_idle(live.pid)
+        except Exception as exc:  # noqa: BLE001 - one broken target must not stop the run
+            _fail(live, exc)
+    seconds = args.seconds / args.slices
+    for _ in range(args.slices):
+        for live in lives:
+            if live.sample.failure:
+                continue
+            try:
+                slices[live.target.key].append(_wrk(scenario, live, seconds, measured=True))
+            except Exception as exc:  # noqa: BLE001 - one broken target must not stop the run
+                _fail(live, exc)
+    for live in lives:
+        if not live.sample.failure:
+            result = live.sample.wrk[scenario] = measure.combine(slices[live.target.key])
+            print(f"    {live.target.key:22} {_wrk_detail(result)}", flush=True)
+
+
 def measure_scenario(scenario: str, live: Live, args: argparse.Namespace) -> None:
-    """Run one scenario against one target, into its sample; the progress line is printed."""
-    target, sample, server_pid = live.target, live.sample, live.pid
+    """Run one unsliced scenario against one target, into its sample; prints its line."""
+    target, sample = live.target, live.sample
     url = target.url(live.port)
     if scenario in WRK_BODIES:
-        connections, stream = WRK_BODIES[scenario]
-        body = measure.chat_body(stream=stream)
-        seconds = args.seconds_c1 if connections == 1 else args.seconds
-        measure.run_wrk(
-            url, body, target.auth, connections=connections, seconds=args.warmup,
-            server_pid=None, core=CLIENT_CORE,
-        )  # fmt: skip
-        wait_until_idle(server_pid)
-        live.load.start()
-        result = measure.run_wrk(
-            url, body, target.auth, connections=connections, seconds=seconds,
-            server_pid=server_pid, core=CLIENT_CORE,
-        )  # fmt: skip
-        live.load.stop()
-        sample.wrk[scenario] = result
-        cpu = f"{result.cpu_ms_per_request:.2f}" if result.cpu_ms_per_request else "-"
-        detail = (
-            f"{result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
-            f"  cpu {cpu} ms/req  errors {result.errors}"
-        )
+        _wrk(scenario, live, args.warmup, measured=False)
+        wait_until_idle(live.pid)
+        result = sample.wrk[scenario] = _wrk(scenario, live, args.seconds_c1, measured=True)
+        detail = _wrk_detail(result)
     elif scenario == "stream_latency":
         live.load.start()
         lat = sample.latency = measure.stream_latency(url, target.auth, args.stream_count)
@@ -127,16 +168,16 @@ def run_round(
             live.load = ForeignLoad(idle=[pid for pid in servers if pid != live.pid])
         for scenario in SCENARIOS:
             print(f"round {round_no}: {scenario}", flush=True)
+            if scenario in SLICED:
+                measure_sliced(scenario, [live for live in lives if not live.sample.failure], args)
+                continue
             for live in lives:
                 if live.sample.failure:
                     continue
                 try:
                     measure_scenario(scenario, live, args)
                 except Exception as exc:  # noqa: BLE001 - one broken target must not stop the run
-                    why = f"{type(exc).__name__}: {exc}"
-                    tail = live.server.tail() if live.server else ""
-                    print(f"    {live.target.label}: FAILED {why}\n{tail}", flush=True)
-                    live.sample = Sample(failure=why)
+                    _fail(live, exc)
         for live in lives:
             if not live.sample.failure:
                 live.sample.rss_mb = rss_mb(live.pid)
@@ -173,7 +214,12 @@ def start_target(target: Target, port: int, log_dir: Path, round_no: int) -> Ser
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="odd, so the median is a round")
-    parser.add_argument("--seconds", type=float, default=6, help="each c=32 wrk run")
+    parser.add_argument(
+        "--seconds", type=float, default=6, help="each c=32 measurement, over all its slices"
+    )
+    parser.add_argument(
+        "--slices", type=int, default=3, help="c=32 slices per target and round, taken in turn"
+    )
     parser.add_argument("--seconds-c1", type=float, default=4, help="each c=1 wrk run")
     parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--stream-count", type=int, default=100)
@@ -184,6 +230,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
+    if args.slices < 1 or args.seconds / args.slices < 1:
+        parser.error("--slices must be at least 1, with --seconds / --slices at least 1 s")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
