@@ -376,6 +376,18 @@ class StoreContract:
         [many] = await store.usage_totals("t-m")
         assert many.cost_usd == Decimal("0.001")
 
+    async def test_a_large_batch_is_stored_whole_and_once(self, store: KeyStore) -> None:
+        """A batch of hundreds of rows keeps every row and every field, and a request id repeated
+        at the end of the batch counts once (the first row wins)."""
+        batch = [usage(f"big{n}", "t-big", cost=f"0.00{n % 10}") for n in range(200)]
+        batch.append(usage("big3", "t-big", cost="9"))  # a duplicate, 197 rows later
+        await store.record_usage(batch)
+        rows = await store.list_usage("t-big", limit=500)
+        assert sorted(row.request_id for row in rows) == sorted(f"big{n}" for n in range(200))
+        by_id = {row.request_id: row for row in rows}
+        assert by_id["big3"].cost_usd == Decimal("0.003")
+        assert by_id["big157"] == batch[157]
+
     async def test_unpriced_rows_are_counted_not_summed(self, store: KeyStore) -> None:
         """Rows without a price count as requests and unpriced_requests, never as cost 0."""
         await store.record_usage([usage("a", cost="0.5"), usage("b", cost=None)])
