@@ -114,9 +114,10 @@ def measure_scenario(scenario: str, live: Live, args: argparse.Namespace) -> Non
     target, sample = live.target, live.sample
     url = target.url(live.port)
     if scenario in WRK_BODIES:
+        seconds = args.seconds_c1 if WRK_BODIES[scenario][0] == 1 else args.seconds
         _wrk(scenario, live, args.warmup, measured=False)
         wait_until_idle(live.pid)
-        result = sample.wrk[scenario] = _wrk(scenario, live, args.seconds_c1, measured=True)
+        result = sample.wrk[scenario] = _wrk(scenario, live, seconds, measured=True)
         detail = _wrk_detail(result)
     elif scenario == "stream_latency":
         live.load.start()
@@ -230,8 +231,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
-    if args.slices < 1 or args.seconds / args.slices < 1:
-        parser.error("--slices must be at least 1, with --seconds / --slices at least 1 s")
+    per_slice = args.seconds / args.slices if args.slices > 0 else 0
+    if per_slice < 1 or per_slice != int(per_slice):  # wrk runs for whole seconds
+        parser.error("--seconds / --slices must be a whole number of seconds, at least 1")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
