@@ -76,6 +76,11 @@ def _wrk(scenario: str, live: Live, seconds: float, *, measured: bool) -> measur
     return result
 
 
+def _warm_up(scenario: str, live: Live, args: argparse.Namespace) -> None:
+    _wrk(scenario, live, args.warmup, measured=False)
+    wait_until_idle(live.pid)
+
+
 def _fail(live: Live, exc: Exception) -> None:
     why = f"{type(exc).__name__}: {exc}"
     tail = live.server.tail() if live.server else ""
@@ -90,8 +95,7 @@ def measure_sliced(scenario: str, lives: list[Live], args: argparse.Namespace) -
     slices: dict[str, list[measure.WrkResult]] = {live.target.key: [] for live in lives}
     for live in lives:
         try:
-            _wrk(scenario, live, args.warmup, measured=False)
-            wait_until_idle(live.pid)
+            _warm_up(scenario, live, args)
         except Exception as exc:  # noqa: BLE001 - one broken target must not stop the run
             _fail(live, exc)
     seconds = args.seconds / args.slices
@@ -115,8 +119,7 @@ def measure_scenario(scenario: str, live: Live, args: argparse.Namespace) -> Non
     url = target.url(live.port)
     if scenario in WRK_BODIES:
         seconds = args.seconds_c1 if WRK_BODIES[scenario][0] == 1 else args.seconds
-        _wrk(scenario, live, args.warmup, measured=False)
-        wait_until_idle(live.pid)
+        _warm_up(scenario, live, args)
         result = sample.wrk[scenario] = _wrk(scenario, live, seconds, measured=True)
         detail = _wrk_detail(result)
     elif scenario == "stream_latency":
