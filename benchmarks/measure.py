@@ -181,6 +181,7 @@ class Sample:
     """One target in one round."""
 
     wrk: dict[str, WrkResult] = field(default_factory=dict)
+    slices: dict[str, list[WrkResult]] = field(default_factory=dict)  # a sliced scenario's parts
     latency: StreamLatency | None = None
     gaps: ChunkGaps | None = None
     rss_mb: float = 0.0

@@ -38,7 +38,7 @@ GAP_DELAY_MS = 20
 
 SCENARIOS = ("plain_c1", "plain_c32", "stream_c32", "stream_latency", "gaps")
 WRK_BODIES = {"plain_c1": (1, False), "plain_c32": (32, False), "stream_c32": (32, True)}
-SLICED = ("plain_c32", "stream_c32")  # the scenarios behind the CPU ratios
+SLICED = report.SLICED_SCENARIOS  # the scenarios behind the CPU ratios
 
 
 @dataclass
@@ -109,7 +109,8 @@ def measure_sliced(scenario: str, lives: list[Live], args: argparse.Namespace) -
                 _fail(live, exc)
     for live in lives:
         if not live.sample.failure:
-            result = live.sample.wrk[scenario] = measure.combine(slices[live.target.key])
+            parts = live.sample.slices[scenario] = slices[live.target.key]
+            result = live.sample.wrk[scenario] = measure.combine(parts)
             print(f"    {live.target.key:22} {_wrk_detail(result)}", flush=True)
 
 
@@ -219,10 +220,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="odd, so the median is a round")
     parser.add_argument(
-        "--seconds", type=float, default=6, help="each c=32 measurement, over all its slices"
+        "--seconds", type=float, default=10, help="each c=32 measurement, over all its slices"
     )
     parser.add_argument(
-        "--slices", type=int, default=3, help="c=32 slices per target and round, taken in turn"
+        "--slices", type=int, default=5, help="c=32 slices per target and round, taken in turn"
     )
     parser.add_argument("--seconds-c1", type=float, default=4, help="each c=1 wrk run")
     parser.add_argument("--warmup", type=float, default=1)
