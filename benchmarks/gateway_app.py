@@ -16,7 +16,6 @@ import httpx
 from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 
 from byok_middleware import BYOKConfig, BYOKMiddleware
 from examples.fastapi_app.app import create_app
@@ -39,7 +38,7 @@ def create() -> FastAPI:
     return create_app(config=BYOKConfig.from_env(), transport=transport)
 
 
-def create_starlette() -> Starlette:
-    """The gateway on a bare Starlette app (as ``python -m byok_middleware serve`` runs it): the
-    same host framework as the pass-through targets, to separate FastAPI's own cost."""
-    return Starlette(middleware=[Middleware(BYOKMiddleware, config=BYOKConfig.from_env())])
+def create_serve() -> BYOKMiddleware:
+    """The gateway as ``byok-middleware serve`` runs it: wrapping a bare Starlette app, so no
+    host-framework layer runs in front of it (the lean mount the README describes)."""
+    return BYOKMiddleware(Starlette(), config=BYOKConfig.from_env())

@@ -223,7 +223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seconds", type=float, default=10, help="each c=32 measurement, over all its slices"
     )
     parser.add_argument(
-        "--slices", type=int, default=10, help="c=32 slices per target and round, taken in turn"
+        "--slices", type=int, default=5, help="c=32 slices per target and round, taken in turn"
     )
     parser.add_argument("--seconds-c1", type=float, default=4, help="each c=1 wrk run")
     parser.add_argument("--warmup", type=float, default=1)

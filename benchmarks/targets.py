@@ -96,8 +96,8 @@ def gateway_targets(loop: str, upstream: str, tmp: Path) -> list[Target]:
         Target("gateway", "(e) gateway, default upstream client (aiohttp)", argv, env, gateway_key),
         Target(
             "gateway-starlette",
-            "(e*) gateway on a bare Starlette app, default upstream client",
-            uvicorn_argv(python, "benchmarks.gateway_app:create_starlette", loop, factory=True),
+            "(e*) gateway as `byok-middleware serve` runs it (wrapping a bare Starlette app)",
+            uvicorn_argv(python, "benchmarks.gateway_app:create_serve", loop, factory=True),
             env,
             gateway_key,
         ),
