@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI, WebSocket
 from starlette.testclient import TestClient
 
 from byok_middleware import BYOKConfig, BYOKMiddleware, generate_master_key
+from byok_middleware.asgi import ASGIApp
 from byok_middleware.crypto import Keyring
 from byok_middleware.testing import FakeUpstream
 from tests.servers import serve
@@ -73,8 +77,17 @@ def test_missing_master_key_is_a_clear_startup_error(tmp_path: Path) -> None:
     assert "BYOK_MASTER_KEY" in result.stderr and "master-key" in result.stderr
 
 
-def _host_app(**options: Any) -> FastAPI:
-    app = FastAPI()
+def _host_app(*, wrap: bool = False, **options: Any) -> ASGIApp:
+    """A FastAPI host with a websocket and a route below the prefix; the gateway added with
+    ``app.add_middleware``, or wrapping the app (``wrap``: the gateway answers first)."""
+    started: list[bool] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started.append(True)
+        yield
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.websocket("/v1/ws")
     async def echo(websocket: WebSocket) -> None:
@@ -84,18 +97,24 @@ def _host_app(**options: Any) -> FastAPI:
 
     @app.get("/v1/health")
     async def health() -> dict[str, str]:
-        return {"status": "ok"}
+        return {"status": "ok" if started else "the host's lifespan did not run"}
 
+    if wrap:
+        return BYOKMiddleware(app, **options)
     app.add_middleware(BYOKMiddleware, **options)
     return app
 
 
-def test_websockets_and_host_routes_under_the_prefix_pass_through(tmp_path: Path) -> None:
-    """A host websocket and a host route below /v1 reach the host untouched."""
+@pytest.mark.parametrize("wrap", [False, True], ids=["add_middleware", "wrapping"])
+def test_websockets_and_host_routes_under_the_prefix_pass_through(
+    tmp_path: Path, wrap: bool
+) -> None:
+    """A host websocket, a host route below /v1 and the host's lifespan reach the host
+    untouched, however the gateway is mounted."""
     config = BYOKConfig(
         master_key=generate_master_key(), database_url=f"sqlite:///{tmp_path / 'b.db'}"
     )
-    with TestClient(_host_app(config=config)) as client:
+    with TestClient(_host_app(config=config, wrap=wrap)) as client:
         with client.websocket_connect("/v1/ws") as websocket:
             websocket.send_text("hi")
             assert websocket.receive_text() == "echo: hi"
