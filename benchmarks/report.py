@@ -80,17 +80,21 @@ def cpu_ratios(samples: dict[str, list[Sample]], key: str, scenario: str) -> lis
     return [r for r in ratios if r is not None]
 
 
-def paired_ratios(samples: dict[str, list[Sample]], key: str, scenario: str) -> list[float]:
-    """Per slice: the target's CPU per request over raw aiohttp's slice of the same turn (A B C)
-    of the same round, seconds apart. An unsliced scenario gives one pair per round."""
-    ratios: list[float | None] = []
-    for mine, ref in zip(samples.get(key, []), samples.get(REFERENCE, []), strict=False):
-        if scenario in mine.slices and scenario in ref.slices:
-            turns = zip(mine.slices[scenario], ref.slices[scenario], strict=False)
-            ratios += [_ratio(a, b) for a, b in turns]
-        else:
-            ratios.append(_ratio(mine.wrk.get(scenario), ref.wrk.get(scenario)))
+def _round_pairs(mine: Sample, ref: Sample, scenario: str) -> list[float]:
+    """One round's ratios to raw aiohttp: slice by slice, each over the reference's slice of the
+    same turn (A B C), seconds apart; one ratio for an unsliced scenario."""
+    if scenario in mine.slices and scenario in ref.slices:
+        turns = zip(mine.slices[scenario], ref.slices[scenario], strict=False)
+        ratios = [_ratio(a, b) for a, b in turns]
+    else:
+        ratios = [_ratio(mine.wrk.get(scenario), ref.wrk.get(scenario))]
     return [r for r in ratios if r is not None]
+
+
+def paired_ratios(samples: dict[str, list[Sample]], key: str, scenario: str) -> list[float]:
+    """Every round's paired ratios (``_round_pairs``), in one list."""
+    rounds = zip(samples.get(key, []), samples.get(REFERENCE, []), strict=False)
+    return [r for mine, ref in rounds for r in _round_pairs(mine, ref, scenario)]
 
 
 def _wrk_table(targets: list[Target], samples: dict[str, list[Sample]], scenario: str) -> list[str]:
@@ -123,14 +127,12 @@ def _paired_table(targets: list[Target], samples: dict[str, list[Sample]]) -> li
             continue
         cells = []
         for scenario in SLICED_SCENARIOS:
-            rounds = []
-            for mine, ref in zip(samples[target.key], samples.get(REFERENCE, []), strict=False):
-                turns = zip(
-                    mine.slices.get(scenario, []), ref.slices.get(scenario, []), strict=False
-                )
-                ratios = [_ratio(a, b) for a, b in turns]
-                rounds.append(" ".join(f"{r:.2f}" for r in ratios if r is not None))
-            cells.append("; ".join(r for r in rounds if r) or "-")
+            rounds = zip(samples[target.key], samples.get(REFERENCE, []), strict=False)
+            shown = [
+                " ".join(f"{r:.2f}" for r in _round_pairs(mine, ref, scenario))
+                for mine, ref in rounds
+            ]
+            cells.append("; ".join(text for text in shown if text) or "-")
         rows.append(f"| {target.label} | {cells[0]} | {cells[1]} |")
     return rows
 
