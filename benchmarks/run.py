@@ -38,7 +38,6 @@ GAP_DELAY_MS = 20
 
 SCENARIOS = ("plain_c1", "plain_c32", "stream_c32", "stream_latency", "gaps")
 WRK_BODIES = {"plain_c1": (1, False), "plain_c32": (32, False), "stream_c32": (32, True)}
-SLICED = report.SLICED_SCENARIOS  # the scenarios behind the CPU ratios
 
 
 @dataclass
@@ -115,13 +114,13 @@ def measure_sliced(scenario: str, lives: list[Live], args: argparse.Namespace) -
 
 
 def measure_scenario(scenario: str, live: Live, args: argparse.Namespace) -> None:
-    """Run one unsliced scenario against one target, into its sample; prints its line."""
+    """Run one unsliced scenario against one target, into its sample; prints its line. Its only
+    wrk scenario is c=1: both c=32 ones are sliced (``measure_sliced``)."""
     target, sample = live.target, live.sample
     url = target.url(live.port)
     if scenario in WRK_BODIES:
-        seconds = args.seconds_c1 if WRK_BODIES[scenario][0] == 1 else args.seconds
         _warm_up(scenario, live, args)
-        result = sample.wrk[scenario] = _wrk(scenario, live, seconds, measured=True)
+        result = sample.wrk[scenario] = _wrk(scenario, live, args.seconds_c1, measured=True)
         detail = _wrk_detail(result)
     elif scenario == "stream_latency":
         live.load.start()
@@ -173,7 +172,7 @@ def run_round(
             live.load = ForeignLoad(idle=[pid for pid in servers if pid != live.pid])
         for scenario in SCENARIOS:
             print(f"round {round_no}: {scenario}", flush=True)
-            if scenario in SLICED:
+            if scenario in report.SLICED_SCENARIOS:
                 measure_sliced(scenario, [live for live in lives if not live.sample.failure], args)
                 continue
             for live in lives:
