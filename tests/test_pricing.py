@@ -854,3 +854,63 @@ def test_warning_memory_is_bounded(
     for model in ("m1", "m2", "m3", "m1"):
         assert prices.cost("nvidia", model, Usage(1), when=NOON) is None
     assert len(warnings_for(pricing_log, "no price known for nvidia model")) == 4
+
+
+# --- the compiled plan over genai-prices' whole table ---------------------------------------------
+
+# Usage shapes a gateway reports: plain chat, cache reads/writes with reasoning, a prompt above
+# the 200k cliff tiers, audio and image tokens, speech seconds, TTS characters.
+TABLE_USAGES = (
+    Usage(prompt_tokens=1234, completion_tokens=567),
+    Usage(1500, 800, cached_tokens=600, cache_write_tokens=300, reasoning_tokens=200),
+    Usage(250_000, 4_000, cached_tokens=100_000),
+    Usage(2000, 900, audio_prompt_tokens=700, image_prompt_tokens=500, audio_completion_tokens=300),
+    Usage(50, 4160, image_prompt_tokens=10, image_completion_tokens=4000),
+    Usage(audio_seconds=61.5),
+    Usage(characters=4321),
+)
+
+
+def price_times(model: genai_types.ModelInfo) -> list[datetime]:
+    """Request times that select each of a model's conditional prices at least once."""
+    times = [NOON]
+    if isinstance(model.prices, list):
+        times.append(EVENING)  # off-peak windows
+        for conditional in model.prices:
+            constraint = conditional.constraint
+            if isinstance(constraint, genai_types.StartDateConstraint):
+                start = constraint.start_date
+                times.append(datetime(start.year, start.month, start.day, 12, tzinfo=UTC))
+            elif isinstance(constraint, genai_types.TimeOfDateConstraint):
+                times.append(datetime.combine(NOON.date(), constraint.start_time, tzinfo=UTC))
+    return times
+
+
+def test_plan_matches_calc_price_over_the_whole_table() -> None:
+    """Every priced model of every genai-prices provider, at every price period, in every usage
+    shape: the compiled plan (and its token fast path) equals genai-prices' own calc_price.
+
+    This pins down our reading of genai-prices' internal unit registry (``data_units``): an
+    upgrade that changes it fails here, not in a tenant's ``cost_usd``."""
+    snapshot = data_snapshot.get_snapshot()
+    compared = models = 0
+    for provider in snapshot.providers:
+        for model in provider.models:
+            models += 1
+            for when in price_times(model):
+                plan = PricePlan(model.get_prices(when))
+                for usage in TABLE_USAGES:
+                    values = genai_usage_values(usage)
+                    with warnings.catch_warnings():
+                        # genai-prices warns about a price key it does not know, then skips it.
+                        warnings.simplefilter("ignore", UserWarning)
+                        expected = model.calc_price(
+                            genai_prices.Usage(**values), provider, genai_request_timestamp=when
+                        ).total_price
+                    where = (provider.id, model.id, when, usage)
+                    assert plan.cost(values) == expected, where
+                    fast = plan.token_cost(usage)
+                    assert fast is None or fast == expected, where
+                    compared += 1
+    assert models > 1000  # the whole bundled table, not a sample
+    assert compared >= models * len(TABLE_USAGES)

@@ -8,6 +8,10 @@ the same arithmetic as genai-prices (``ModelPrice.calc_price`` / ``calc_unit_pri
 results are equal in value (terms that are exactly zero are skipped). Where genai-prices would
 reject an inconsistent breakdown (a subset larger than its total, or an overlap it cannot split),
 the plan clamps that remainder at zero instead of failing the request.
+
+The plan reads genai-prices' unit registry (``data_units.unit_data``), which is not public API:
+pyproject.toml pins genai-prices to one minor range, and ``tests/test_pricing.py`` checks the
+plan against ``calc_price`` over genai-prices' whole bundled price table.
 """
 
 from __future__ import annotations
