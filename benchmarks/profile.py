@@ -2,8 +2,9 @@
 
 Starts the mock (core 1) and the gateway (core 0) as ``benchmarks.run`` does, drives it with wrk at
 c=32 and records with ``py-spy`` (pinned to core 1, ``--nonblocking``). Writes speedscope files
-``benchmarks/profile-<label>-{plain,stream}.speedscope.json`` and prints the top costs: self time
-by function and inclusive time of the package's own functions.
+``benchmarks/out/profile-<label>-{plain,stream}.speedscope.json`` (an ignored folder: profiles
+hold machine paths and are regenerated, never committed; open them in https://www.speedscope.app)
+and prints the top costs: self time by function and inclusive time of the package's own functions.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from benchmarks.targets import (
 )
 
 MOCK_PORT, GATEWAY_PORT = 18100, 18300
+OUT = ROOT / "benchmarks" / "out"
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
@@ -77,7 +79,7 @@ def profile(
     name: str, body: bytes, url: str, auth: str | None, pid: int, seconds: int, label: str
 ) -> str:
     measure.run_wrk(url, body, auth, connections=32, seconds=2, server_pid=None, core="1")
-    speedscope = ROOT / "benchmarks" / f"profile-{label}-{name}.speedscope.json"
+    speedscope = OUT / f"profile-{label}-{name}.speedscope.json"
     load = threading.Thread(
         target=measure.run_wrk,
         args=(url, body, auth),
@@ -101,6 +103,7 @@ def main() -> int:
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     WORK.mkdir(parents=True, exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     upstream = f"http://127.0.0.1:{MOCK_PORT}"
     tmp = Path(tempfile.mkdtemp(prefix="byok-profile-"))
     mock = Server.start(
