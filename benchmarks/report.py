@@ -1,4 +1,5 @@
-"""RESULTS.md: machine, versions, a table per scenario, ratios to raw aiohttp, and the verdicts."""
+"""RESULTS.md's ``http`` section: machine, versions, a table per scenario, ratios to raw aiohttp,
+and the verdicts. A run replaces the section whole (``benchmarks.results``); nothing accumulates."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.measure import Sample, WrkResult
+from benchmarks.results import replace_section
 from benchmarks.targets import LITELLM_VENV, ROOT, Target
 
 REFERENCE = "aiohttp"
@@ -250,7 +252,7 @@ def write(
 ) -> None:
     versions = ", ".join(f"{name} {_version(name)}" for name in PACKAGES)
     lines = [
-        "# Benchmark results",
+        "## The gateway over HTTP: `make bench`",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; the run took {elapsed / 60:.1f} min.",
         f"- Machine: `nproc` = {os.cpu_count()}, {_cpu_model()}, {platform.platform()}.",
@@ -285,9 +287,9 @@ def write(
         "",
     ]
     for scenario, title in WRK_SCENARIOS.items():
-        lines += [f"## {title}", "", *_wrk_table(targets, samples, scenario), ""]
+        lines += [f"### {title}", "", *_wrk_table(targets, samples, scenario), ""]
     lines += [
-        f"## Streamed chat, one at a time ({args.stream_count} requests per round)",
+        f"### Streamed chat, one at a time ({args.stream_count} requests per round)",
         "",
         *_simple_table(
             targets,
@@ -296,7 +298,7 @@ def write(
             _latency_cells,
         ),
         "",
-        f"## Delay added between chunks (upstream spaces 20 chunks by {gap_delay_ms} ms)",
+        f"### Delay added between chunks (upstream spaces 20 chunks by {gap_delay_ms} ms)",
         "",
         "Added = gap between two content chunks at the client minus the gap at which the mock",
         "sent them (send times ride in the chunks); transit = arrival minus send time, per chunk.",
@@ -314,7 +316,7 @@ def write(
             _gap_cells,
         ),
         "",
-        "## Memory after load, and other load on the machine meanwhile",
+        "### Memory after load, and other load on the machine meanwhile",
         "",
         "Other load = CPU used during the target's scenarios by processes outside the benchmark",
         "(e.g. test suites of other sessions) and by the other targets' idle servers, as a share",
@@ -330,14 +332,14 @@ def write(
             ),
         ),
         "",
-        "## CPU ratios per paired slice, concurrency 32",
+        "### CPU ratios per paired slice, concurrency 32",
         "",
         "Each slice's server CPU per request over raw aiohttp's slice of the same turn (A B C) in",
         "the same round, seconds apart; rounds separated by `;`.",
         "",
         *_paired_table(targets, samples),
         "",
-        "## Goal: CPU/request <= 1.5x raw aiohttp (plain and stream, c=32), added chunk delay",
+        "### Goal: CPU/request <= 1.5x raw aiohttp (plain and stream, c=32), added chunk delay",
         "p99 < 1 ms, RSS <= 100 MB. A CPU verdict takes the median of the paired slices' ratios",
         "above, over all rounds: a burst of the neighbours' load spoils the pairs it falls on,",
         "not the verdict. Their middle half, and the median of the rounds' ratios of sums (the",
@@ -348,4 +350,4 @@ def write(
         *_verdicts(targets, samples),
         "",
     ]
-    path.write_text("\n".join(lines))
+    replace_section("http", lines, path)
