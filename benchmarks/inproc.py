@@ -23,8 +23,8 @@ from pathlib import Path
 
 from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
 from byok_middleware.asgi import Message, Receive, Scope, Send
-from byok_middleware.keys.schemas import KeyCreate
-from byok_middleware.proxy.transport import Body
+from byok_middleware.gateway.keys import NewKey
+from byok_middleware.gateway.transport import Body
 
 ANSWER = (
     b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o",'
@@ -81,7 +81,7 @@ async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -
         middleware._opened = True
         gateway._client = _StubUpstream()
         tenant, gateway_key = await create_tenant(gateway.store, "bench")
-        await gateway.keys.create(tenant.id, KeyCreate(provider="openai", api_key="sk-" + "a" * 40))
+        await gateway.keys.create(tenant.id, NewKey(provider="openai", api_key="sk-" + "a" * 40))
         scope = {
             "type": "http",
             "method": "POST",

@@ -13,13 +13,13 @@ import uvloop
 from byok_middleware import BYOKConfig, generate_master_key
 from byok_middleware.asgi import Message
 from byok_middleware.gateway import Gateway
+from byok_middleware.gateway.ledger import Ledger
 from byok_middleware.identity import (
     GatewayKeyIdentity,
     create_tenant,
     hash_gateway_key,
     resolve_tenant,
 )
-from byok_middleware.proxy.ledger import Ledger
 from byok_middleware.router import Incoming
 from byok_middleware.routes import new_call
 from byok_middleware.storage import MemoryStore

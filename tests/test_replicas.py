@@ -26,7 +26,7 @@ import pytest
 from byok_middleware import BYOKConfig, create_tenant, generate_master_key
 from byok_middleware.clock import utcnow
 from byok_middleware.gateway import Gateway
-from byok_middleware.keys.schemas import KeyCreate, KeyUpdate
+from byok_middleware.gateway.keys import KeyPatch, NewKey
 from byok_middleware.storage import KeyStatus
 from byok_middleware.storage.postgres import PostgresStore
 from byok_middleware.testing import FakeUpstream, Scripted
@@ -333,7 +333,7 @@ async def test_key_changes_invalidate_the_other_replicas_cache(
 ) -> None:
     """Rotation, health marks and deletion through one gateway reach the other's key cache."""
     first, second = two_gateways
-    record = await first.keys.create("t1", KeyCreate(provider="openai", api_key="sk-one"))
+    record = await first.keys.create("t1", NewKey(provider="openai", api_key="sk-one"))
 
     async def until(check: Callable[[list[Any]], bool]) -> None:
         async with asyncio.timeout(PROPAGATION):
@@ -341,7 +341,7 @@ async def test_key_changes_invalidate_the_other_replicas_cache(
                 await asyncio.sleep(0.01)
 
     await until(lambda keys: [k.secret.reveal() for k in keys] == ["sk-one"])
-    await first.keys.update("t1", record.id, KeyUpdate(api_key="sk-two"))
+    await first.keys.update("t1", record.id, KeyPatch(api_key="sk-two"))
     await until(lambda keys: [k.secret.reveal() for k in keys] == ["sk-two"])
     await first.keys.set_health(record, status=KeyStatus.INVALID, last_error="401")
     await until(lambda keys: keys[0].record.status is KeyStatus.INVALID)

@@ -10,8 +10,8 @@ import pytest
 
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import UpstreamUnavailable
+from byok_middleware.gateway.calls import Candidate, Forwarded
 from byok_middleware.proxy.respond import _splice, read_json
-from byok_middleware.proxy.upstream import Candidate, Forwarded
 
 META = {"cost_attribution": "byok", "cost_usd": 0.0035, "key_id": None}
 

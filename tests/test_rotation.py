@@ -15,8 +15,7 @@ import pytest
 from byok_middleware import Keyring, MemoryStore, SQLiteStore, generate_master_key
 from byok_middleware.cli import main
 from byok_middleware.crypto import associated_data
-from byok_middleware.keys.schemas import KeyCreate, KeyUpdate
-from byok_middleware.keys.service import KeyService
+from byok_middleware.gateway.keys import KeyPatch, KeyService, NewKey
 from byok_middleware.rotation import RotationRefused, check_keyring, rotate_master_key
 from byok_middleware.storage.base import KeyStore
 from byok_middleware.testing import FakeUpstream
@@ -39,7 +38,7 @@ async def seed(store: KeyStore, keyring: Keyring, count: int) -> dict[str, str]:
     plaintexts = {}
     for n in range(count):
         record = await service.create(
-            f"tenant-{n % 3}", KeyCreate(provider="openai", api_key=provider_key(n), priority=n + 1)
+            f"tenant-{n % 3}", NewKey(provider="openai", api_key=provider_key(n), priority=n + 1)
         )
         plaintexts[record.id] = provider_key(n)
     return plaintexts
@@ -105,7 +104,7 @@ async def test_a_concurrent_put_wins_over_the_rotation() -> None:
 
     async def put(key_id: str) -> None:
         record = next(r for r in await store.iter_key_batch(None, 100) if r.id == key_id)
-        await app.update(record.tenant_id, key_id, KeyUpdate(api_key="sk-put-during-rotation-1"))
+        await app.update(record.tenant_id, key_id, KeyPatch(api_key="sk-put-during-rotation-1"))
         rotated[key_id] = "sk-put-during-rotation-1"
 
     store.race = put

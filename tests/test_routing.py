@@ -13,28 +13,27 @@ from byok_middleware import BYOKConfig, generate_master_key
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import InvalidRequest, NoProviderKey, RateLimited
 from byok_middleware.gateway import Gateway
-from byok_middleware.keys.schemas import KeyCreate, KeyUpdate
-from byok_middleware.keys.service import ResolvedKey
-from byok_middleware.pricing import GenaiPrices
-from byok_middleware.proxy import health as health_module
-from byok_middleware.proxy import limits as limits_module
-from byok_middleware.proxy.health import (
+from byok_middleware.gateway import health as health_module
+from byok_middleware.gateway import limits as limits_module
+from byok_middleware.gateway.health import (
     Outcome,
     classify,
     cooldown_seconds,
     describe_failure,
     retry_after_seconds,
 )
-from byok_middleware.proxy.limits import KeyUsage, limit_reason, month_start
-from byok_middleware.proxy.models import ModelCatalogue, ModelRoute, resolve_routes
-from byok_middleware.proxy.routing import (
+from byok_middleware.gateway.keys import KeyPatch, NewKey, ResolvedKey
+from byok_middleware.gateway.limits import KeyUsage, limit_reason, month_start
+from byok_middleware.gateway.models import ModelCatalogue, ModelRoute, resolve_routes
+from byok_middleware.gateway.planning import (
     ProviderOption,
     RoutePolicy,
     Skip,
     no_candidate_error,
     plan_candidates,
 )
-from byok_middleware.proxy.upstream import RETRYABLE_STATUSES
+from byok_middleware.gateway.upstream import RETRYABLE_STATUSES
+from byok_middleware.pricing import GenaiPrices
 from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
 from byok_middleware.storage.memory import MemoryStore
 
@@ -334,13 +333,13 @@ async def test_the_gateway_reuses_a_steady_plan_until_the_keys_change() -> None:
     gateway = Gateway(config, store=MemoryStore())
     await gateway.store.open()
     try:
-        record = await gateway.keys.create("t1", KeyCreate(provider="openai", api_key="sk-one"))
+        record = await gateway.keys.create("t1", NewKey(provider="openai", api_key="sk-one"))
         first = await gateway.plan("t1", "openai")
         assert await gateway.plan("t1", "openai") is first
         assert [c.key_id for c in first.candidates] == [record.id, None]
         assert await gateway.plan("t2", "openai") is not first  # another tenant, its own plan
 
-        await gateway.keys.update("t1", record.id, KeyUpdate(api_key="sk-two"))
+        await gateway.keys.update("t1", record.id, KeyPatch(api_key="sk-two"))
         rotated = await gateway.plan("t1", "openai")
         assert rotated is not first
         assert rotated.candidates[0].secret.reveal() == "sk-two"
@@ -360,8 +359,8 @@ async def test_a_key_change_drops_the_tenants_cached_plans_at_once() -> None:
     await gateway.store.open()
     await gateway.bus.start(gateway._on_invalidation)
     try:
-        record = await gateway.keys.create("t1", KeyCreate(provider="openai", api_key="sk-one"))
-        await gateway.keys.create("t2", KeyCreate(provider="openai", api_key="sk-two"))
+        record = await gateway.keys.create("t1", NewKey(provider="openai", api_key="sk-one"))
+        await gateway.keys.create("t2", NewKey(provider="openai", api_key="sk-two"))
         await gateway.plan("t1", "openai")
         await gateway.plan("t2", "openai")
         assert {tenant for tenant, _ in gateway._plans} == {"t1", "t2"}
@@ -377,7 +376,7 @@ async def test_equal_keys_still_take_turns_through_the_gateway() -> None:
     await gateway.store.open()
     try:
         for secret in ("sk-one", "sk-two"):
-            await gateway.keys.create("t1", KeyCreate(provider="openai", api_key=secret))
+            await gateway.keys.create("t1", NewKey(provider="openai", api_key=secret))
         firsts = {(await gateway.plan("t1", "openai")).candidates[0].key_id for _ in range(4)}
         assert len(firsts) == 2
     finally:

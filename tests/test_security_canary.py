@@ -25,7 +25,8 @@ from uvicorn.logging import AccessFormatter
 from byok_middleware import BYOKMiddleware, SQLiteStore, generate_master_key
 from byok_middleware.cli import main
 from byok_middleware.fake.errors import invalid_key
-from byok_middleware.proxy.upstream import Candidate, normalize_error
+from byok_middleware.gateway.calls import Candidate
+from byok_middleware.gateway.upstream import normalize_error
 from byok_middleware.redaction import Redactor
 from byok_middleware.testing import FakeUpstream, Scripted
 from tests.conftest import Gateway
@@ -201,7 +202,7 @@ def in_process_reprs(gateway: Gateway) -> str:
                         texts += [repr(resolved), repr(resolved.record), str(resolved.secret)]
                         candidate = Candidate(provider, resolved.secret, "byok", resolved.record)
                         texts.append(repr(candidate))
-                        texts.append(repr(core.key_use(candidate)))
+                        texts.append(repr(core.upstreams.key_use(candidate)))
             return "\n".join(texts)
         finally:
             await core.close()

@@ -1,4 +1,17 @@
-"""The gateway runtime: collaborators wired together, opened once, shared by every request."""
+"""The composition root: collaborators wired together, opened once, shared by every request.
+
+A proxied call goes through four engine steps, each one method here, and the HTTP layer
+(``proxy/``) only reads requests and writes answers around them:
+
+1. ``route_model``: resolve the model name to the providers that may serve it;
+2. ``plan``: the candidates (keys, then the platform key) allowed now, by priority and price;
+3. ``forward``: the first candidate that answers 2xx, failing over (``gateway/failover.py``);
+4. ``cost`` and ``record``: price the usage and queue the ledger row.
+
+New request-path features hook in at these steps: budgets reserve in ``forward`` before each
+attempt and settle in ``record``; a response cache answers before ``plan`` and stores after a
+good answer; a router picks ``call.routes`` in ``route_model``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +19,8 @@ import asyncio
 import logging
 import operator
 import time
-from collections.abc import AsyncIterable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -16,44 +29,50 @@ import httpx
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.config import BYOKConfig
 from byok_middleware.crypto import SecretStr
-from byok_middleware.errors import BYOKError, ConfigurationError
-from byok_middleware.identity import GatewayKeyIdentity, Identify
-from byok_middleware.keys.service import KeyService, ResolvedKey
-from byok_middleware.pricing import GenaiPrices, PriceSource, Usage
-from byok_middleware.providers.specs import PROVIDERS, split_model
-from byok_middleware.proxy.failover import attempt_candidates
-from byok_middleware.proxy.health import HealthRecorder
-from byok_middleware.proxy.ledger import Ledger
-from byok_middleware.proxy.limits import LimitTracker
-from byok_middleware.proxy.models import ModelCatalogue, ModelRoute, resolve_routes
-from byok_middleware.proxy.routing import (
+from byok_middleware.errors import BYOKError, ConfigurationError, UnsupportedEndpoint
+from byok_middleware.gateway.calls import (
+    BuildRequest,
+    Call,
+    Candidate,
+    Forwarded,
+    KeyUse,
+    ModelRoute,
+)
+from byok_middleware.gateway.failover import Failover
+from byok_middleware.gateway.health import HealthRecorder
+from byok_middleware.gateway.keys import KeyService, ResolvedKey
+from byok_middleware.gateway.ledger import Ledger
+from byok_middleware.gateway.limits import LimitTracker
+from byok_middleware.gateway.models import ModelCatalogue, resolve_routes
+from byok_middleware.gateway.planning import (
     ProviderOption,
     RoutePlan,
     RoutePolicy,
     no_candidate_error,
     plan_candidates,
 )
-from byok_middleware.proxy.transport import (
-    AiohttpUpstream,
-    HttpxUpstream,
-    UpstreamClient,
-)
-from byok_middleware.proxy.upstream import Candidate, Forwarded, auth_headers, upstream_url
-from byok_middleware.redaction import Redactor
+from byok_middleware.gateway.tenants import GatewayKeys, Identify
+from byok_middleware.gateway.transport import AiohttpUpstream, HttpxUpstream, UpstreamClient
+from byok_middleware.gateway.upstream import Upstreams
+from byok_middleware.pricing import GenaiPrices, PriceSource, Usage
+from byok_middleware.providers.specs import PROVIDERS, Endpoint, split_model
 from byok_middleware.shared import EVERY_TENANT
 from byok_middleware.state import Counters, InvalidationBus, LocalBus, MemoryCounters
 from byok_middleware.storage import KeyStore, store_from_url
 from byok_middleware.storage.base import UsageRecord
 
-__all__ = ["Call", "Forwarded", "Gateway", "KeyUse", "upstream_client"]
+__all__ = [
+    "Call",
+    "Candidate",
+    "Forwarded",
+    "Gateway",
+    "KeyUse",
+    "providers_offering",
+    "unsupported_endpoint",
+    "upstream_client",
+]
 
 logger = logging.getLogger("byok_middleware.gateway")
-
-BuildRequest = Callable[[Candidate], tuple[bytes | AsyncIterable[bytes], dict[str, str]]]
-"""Builds the upstream body and headers for one candidate (auth headers are added after).
-
-The body may be an async iterable (a multipart upload streamed from memory); ``build`` is called
-once per candidate, so it must return a fresh iterable each time."""
 
 
 def upstream_client(
@@ -89,34 +108,18 @@ def _shared_state(
     )
 
 
-_PATTERNS_ONLY = Redactor()
+def providers_offering(endpoint: Endpoint) -> list[str]:
+    """The providers whose spec lists ``endpoint``, in the table's order."""
+    return [name for name, spec in PROVIDERS.items() if endpoint in spec.endpoints]
 
 
-@dataclass(slots=True)
-class Call:
-    """Per-request facts the proxy handlers share (never stored on the middleware)."""
-
-    tenant_id: str
-    request_id: str
-    endpoint: str
-    started: float  # time.perf_counter() at arrival (uvloop's loop.time() counts whole ms)
-    provider: str = ""
-    model: str = ""
-    attempts: int = 0
-    # Until a candidate is chosen: the key-shaped patterns only (immutable, so shared).
-    redactor: Redactor = _PATTERNS_ONLY
-    # Every provider that may serve the call (a bare model name may have several); empty means
-    # just (provider, model). ``forward`` sets provider and model to the one that served.
-    routes: tuple[ModelRoute, ...] = ()
-    candidate: Candidate | None = None  # the last one tried
-
-
-@dataclass(frozen=True, slots=True)
-class KeyUse:
-    """Per key: the redactor of its calls and the provider's auth headers carrying it."""
-
-    redactor: Redactor
-    auth: Mapping[str, str] = field(repr=False)  # carries the key in clear
+def unsupported_endpoint(provider: str, endpoint: Endpoint) -> UnsupportedEndpoint:
+    """The 400 for ``provider`` not offering ``endpoint``, naming the providers that do."""
+    return UnsupportedEndpoint(
+        f"{provider} does not offer {endpoint.value}; use a model of a provider that does: "
+        + ", ".join(providers_offering(endpoint)),
+        param="model",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,26 +155,24 @@ class Gateway:
             cache_ttl=config.key_cache_ttl,
             max_keys_per_tenant=config.max_keys_per_tenant,
         )
-        self.gateway_keys: GatewayKeyIdentity | None = None
-        if identify is None:
-            self.gateway_keys = GatewayKeyIdentity(self.store, ttl=config.key_cache_ttl)
-            identify = self.gateway_keys
-        self.identify: Identify = identify
+        # Without the host's own ``identify``, callers present gateway API keys.
+        self.identify: Identify | None = identify
+        self.gateway_keys = GatewayKeys(self.store, ttl=config.key_cache_ttl)
         self.ledger = Ledger(self.store)
         self.bus, self.counters = _shared_state(config, bus, counters)
         self.keys.on_change(self.bus.publish)
         self._transport = transport
         self._client: UpstreamClient | None = None
+        self._failover: Failover | None = None
         self.platform_keys = {p: SecretStr(k) for p, k in config.platform_keys.items()}
-        self._key_uses: dict[SecretStr, KeyUse] = {}
-        self._urls: dict[tuple[str, str], str] = {}
+        self.upstreams = Upstreams(config.base_url, list(config.platform_keys.values()))
         self.catalogue = ModelCatalogue(self.prices)
         self.health = HealthRecorder(self.keys, self.store, clock)
         self.limits = LimitTracker(self.counters, self.store, clock)
         self._turn = 0  # round-robin over keys of equal price and priority
         self._policy = RoutePolicy(config.allow_platform_fallback, config.platform_attribution)
         self._plans: dict[tuple[str, tuple[ModelRoute, ...]], _CachedPlan] = {}
-        self._named_routes: dict[str, tuple[ModelRoute, ...]] = {}
+        self._named_routes: dict[tuple[object, Endpoint | None], tuple[ModelRoute, ...]] = {}
 
     def __repr__(self) -> str:
         return f"Gateway(prefix={self.config.prefix!r}, store={type(self.store).__name__})"
@@ -182,6 +183,12 @@ class Gateway:
             raise RuntimeError("the gateway is not open")
         return self._client
 
+    @property
+    def failover(self) -> Failover:
+        if self._failover is None:
+            raise RuntimeError("the gateway is not open")
+        return self._failover
+
     async def open(self) -> None:
         # Both raise ConfigurationError naming the unreachable server (URL without password).
         await self.store.open()
@@ -191,6 +198,9 @@ class Gateway:
             await self.store.close()
             raise
         self._client = upstream_client(self.config, self._transport)
+        self._failover = Failover(
+            self._client, self.upstreams, health=self.health, limits=self.limits, clock=self.clock
+        )
         self.ledger.start()
         if isinstance(self.prices, GenaiPrices):
             # Load the price data now (tens of ms, in a thread), not in the first request.
@@ -210,8 +220,7 @@ class Gateway:
         # The bus reconnected and may have missed changes, or gateway keys were revoked.
         self.keys.invalidate()
         self._plans.clear()
-        if self.gateway_keys is not None:
-            self.gateway_keys.forget()
+        self.gateway_keys.forget()
 
     async def close(self) -> None:
         await self.health.flush()
@@ -222,41 +231,34 @@ class Gateway:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+            self._failover = None
         await self.store.close()
 
-    def key_use(self, candidate: Candidate) -> KeyUse:
-        """What paying with ``candidate`` needs on every call, built once per key and reused."""
-        use = self._key_uses.get(candidate.secret)
-        if use is None:
-            if len(self._key_uses) >= 4096:
-                self._key_uses.clear()  # rotated-away keys must not pile up
-            redactor = Redactor([candidate.secret.reveal(), *self.config.platform_keys.values()])
-            use = KeyUse(redactor, auth_headers(candidate.provider, candidate.secret))
-            self._key_uses[candidate.secret] = use
-        return use
-
-    def upstream_url(self, provider: str, path: str) -> str:
-        """The full upstream URL of an OpenAI ``path`` at ``provider`` (computed once)."""
-        url = self._urls.get((provider, path))
-        if url is None:
-            url = upstream_url(self.config.base_url(provider), provider, path)
-            self._urls[(provider, path)] = url  # bounded: providers x gateway paths
-        return url
-
-    def route_model(self, call: Call, model: object) -> None:
+    def route_model(self, call: Call, model: object, endpoint: Endpoint | None = None) -> None:
         """Resolve ``model`` onto ``call``: ``provider/model``, or a bare name through the
-        catalogue (every provider serving it, cheapest first). Raises ``InvalidRequest`` (400)."""
-        routes = self._named_routes.get(model) if type(model) is str else None
+        catalogue (every provider serving it, cheapest first), keeping the providers that offer
+        ``endpoint`` and share the first one's wire format (the handler builds one body).
+
+        Raises ``InvalidRequest`` (400) for an unknown model and ``UnsupportedEndpoint`` (400)
+        when no provider of the model offers ``endpoint``.
+        """
+        named = type(model) is str and split_model(model)[0] is not None
+        cache_key = (model, endpoint) if named else None
+        routes = self._named_routes.get(cache_key) if cache_key is not None else None
         if routes is None:
             routes = resolve_routes(model, self.catalogue, when=self.clock())
-            # One wire format per call: the handler builds the body for it (the cheapest's).
+            if endpoint is not None:
+                offering = tuple(r for r in routes if endpoint in PROVIDERS[r.provider].endpoints)
+                if not offering:
+                    raise unsupported_endpoint(routes[0].provider, endpoint)
+                routes = offering
             wire = PROVIDERS[routes[0].provider].wire
             routes = tuple(r for r in routes if PROVIDERS[r.provider].wire is wire)
-            if isinstance(model, str) and split_model(model)[0] is not None:
+            if cache_key is not None:
                 # provider/model routes never change; bare names are priced at the time.
                 if len(self._named_routes) >= 4096:
                     self._named_routes.clear()  # model names are client input: bounded
-                self._named_routes[model] = routes
+                self._named_routes[cache_key] = routes
         call.routes = routes
         call.provider, call.model = routes[0].provider, routes[0].model
 
@@ -312,7 +314,7 @@ class Gateway:
         stream: bool = False,
     ) -> Forwarded:
         """Send the call to the first candidate that answers 2xx, failing over on retryable errors
-        (table in ``proxy/failover.py``); keys' health is updated on the way.
+        (table in ``gateway/failover.py``); keys' health is updated on the way.
 
         With ``stream`` a 2xx counts only once its first SSE event arrived, so a stream that
         dies before it still fails over. Sets ``call.provider``/``call.model``/``call.attempts``
@@ -323,8 +325,8 @@ class Gateway:
         plan = await self.plan(call.tenant_id, routes)
         if not plan.candidates:
             raise self.no_key_error(plan)
-        return await attempt_candidates(
-            self, call, plan, path=path, build=build, method=method, stream=stream
+        return await self.failover.attempt(
+            call, plan, path=path, build=build, method=method, stream=stream
         )
 
     def cost(
@@ -354,25 +356,23 @@ class Gateway:
         if candidate is not None and usage is not None:
             tokens = usage.prompt_tokens + usage.completion_tokens
             self.limits.finished(candidate.record, tokens, cost)
-        # Positional: keywords cost more than the rest of the row (UsageRecord's field order).
         self.ledger.record(
             UsageRecord(
-                call.request_id,
-                call.tenant_id,
-                candidate.key_id if candidate else None,
-                call.provider,
-                call.model,
-                call.endpoint,
-                candidate.attribution if candidate else "none",
-                usage.prompt_tokens if usage else 0,
-                usage.completion_tokens if usage else 0,
-                usage.cached_tokens if usage else 0,
-                cost,
-                status_code,
-                round((time.perf_counter() - call.started) * 1000, 3),
-                when or self.clock(),
-                call.attempts if call.attempts > 1 else 1,
-                False,
-                error_type,
+                request_id=call.request_id,
+                tenant_id=call.tenant_id,
+                key_id=candidate.key_id if candidate else None,
+                provider=call.provider,
+                model=call.model,
+                endpoint=call.endpoint,
+                attribution=candidate.attribution if candidate else "none",
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                cached_tokens=usage.cached_tokens if usage else 0,
+                cost_usd=cost,
+                status_code=status_code,
+                latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
+                created_at=when or self.clock(),
+                attempts=max(call.attempts, 1),
+                error_type=error_type,
             )
         )

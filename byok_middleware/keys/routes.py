@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from byok_middleware.asgi import Receive, Send, json_body, send_bytes, send_json
 from byok_middleware.errors import InvalidRequest, NotFound, UnprocessableEntity
 from byok_middleware.gateway import Gateway
+from byok_middleware.gateway.keys import KeyPatch, NewKey
 from byok_middleware.keys.schemas import KeyCreate, KeyUpdate, key_view
 from byok_middleware.storage.base import GROUP_BY, UsageTotal
 
@@ -60,7 +61,7 @@ async def handle_providers(
             await send_json(send, 200, {"object": "list", "data": data})
             return
         body = _parse(KeyCreate, await json_body(receive, limit))
-        record = await keys.create(tenant_id, body)
+        record = await keys.create(tenant_id, NewKey(**body.model_dump()))
         await send_json(send, 201, key_view(record, now=now))
         return
     if len(key_id) > 128:
@@ -71,7 +72,9 @@ async def handle_providers(
         body_update = _parse(KeyUpdate, await json_body(receive, limit))
         if not body_update.model_fields_set:
             raise InvalidRequest("nothing to update: send at least one field")
-        updated = await keys.update(tenant_id, key_id, body_update)
+        fields = {name: getattr(body_update, name) for name in body_update.model_fields_set}
+        patch = KeyPatch(api_key=fields.pop("api_key", None), fields=fields)
+        updated = await keys.update(tenant_id, key_id, patch)
         await send_json(send, 200, key_view(updated, now=now))
     else:  # DELETE
         await keys.delete(tenant_id, key_id)

@@ -9,14 +9,14 @@ import httpx
 
 from byok_middleware.errors import InvalidRequest, UpstreamUnavailable
 from byok_middleware.gateway import Gateway
-from byok_middleware.proxy.health import (
+from byok_middleware.gateway.health import (
     Outcome,
     classify,
     cooldown_seconds,
     describe_failure,
     retry_after_seconds,
 )
-from byok_middleware.proxy.upstream import auth_headers, normalize_error
+from byok_middleware.gateway.upstream import auth_headers, normalize_error
 from byok_middleware.redaction import Redactor
 from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
 
@@ -44,7 +44,7 @@ async def verify_key(gateway: Gateway, tenant_id: str, key_id: str) -> ProviderK
     if resolved is None:
         raise InvalidRequest("this key cannot be decrypted; register it again", code="key_unusable")
     provider = record.provider
-    url = gateway.upstream_url(provider, "/models")
+    url = gateway.upstreams.url(provider, "/models")
     now = gateway.clock()
     changes: dict[str, Any]
     try:

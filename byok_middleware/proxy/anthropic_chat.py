@@ -13,6 +13,8 @@ import httpx
 
 from byok_middleware.asgi import Receive, Send, dumps, loads
 from byok_middleware.gateway import Call, Forwarded, Gateway
+from byok_middleware.gateway.calls import Candidate
+from byok_middleware.gateway.transport import UpstreamResponse
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers import anthropic
 from byok_middleware.proxy.endpoints import JSON_HEADERS
@@ -25,8 +27,6 @@ from byok_middleware.proxy.stream import (
     send_body,
     sse_start,
 )
-from byok_middleware.proxy.transport import UpstreamResponse
-from byok_middleware.proxy.upstream import Candidate
 
 __all__ = ["handle_anthropic_chat"]
 

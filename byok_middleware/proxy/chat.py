@@ -7,13 +7,13 @@ from typing import Any
 from byok_middleware.asgi import Receive, Send, dumps
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
+from byok_middleware.gateway.calls import Candidate
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
 from byok_middleware.proxy.anthropic_chat import handle_anthropic_chat
 from byok_middleware.proxy.endpoints import JSON_HEADERS
 from byok_middleware.proxy.respond import call_metadata, read_json, send_metered
 from byok_middleware.proxy.stream import relay_openai_stream
-from byok_middleware.proxy.upstream import Candidate
 
 __all__ = ["handle_chat"]
 

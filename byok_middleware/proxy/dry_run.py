@@ -6,9 +6,9 @@ from typing import Any
 
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
-from byok_middleware.proxy.limits import KeyUsage
-from byok_middleware.proxy.routing import KeyDecision, RoutePlan
-from byok_middleware.proxy.upstream import Candidate
+from byok_middleware.gateway.calls import Candidate
+from byok_middleware.gateway.limits import KeyUsage
+from byok_middleware.gateway.planning import KeyDecision, RoutePlan
 
 __all__ = ["dry_run", "route_view"]
 

@@ -21,7 +21,7 @@ from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.endpoints import forward_json, optional_str, route_call
+from byok_middleware.proxy.endpoints import forward_json, optional_str
 from byok_middleware.proxy.respond import read_json, send_metered
 from byok_middleware.router import Incoming
 
@@ -99,7 +99,7 @@ def _reencode_base64(data: dict[str, Any]) -> None:
 
 async def handle_embeddings(gateway: Gateway, call: Call, incoming: Incoming) -> None:
     body = await json_body(incoming.receive, gateway.config.max_body_bytes)
-    route_call(gateway, call, body.get("model"), Endpoint.EMBEDDINGS)
+    gateway.route_model(call, body.get("model"), Endpoint.EMBEDDINGS)
     _validate(body)
     forwarded = await forward_json(
         gateway, call, lambda served: upstream_payload(body, served.provider, served.model)

@@ -11,11 +11,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from byok_middleware.asgi import dumps
-from byok_middleware.errors import InvalidRequest, UnsupportedEndpoint
+from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Forwarded, Gateway
-from byok_middleware.providers.specs import PROVIDERS, Endpoint
-from byok_middleware.proxy.models import resolve_routes
-from byok_middleware.proxy.upstream import Candidate
+from byok_middleware.gateway.calls import Candidate
 from byok_middleware.router import Incoming
 
 __all__ = [
@@ -23,42 +21,12 @@ __all__ = [
     "EndpointHandler",
     "forward_json",
     "optional_str",
-    "providers_offering",
-    "require_endpoint",
-    "route_call",
 ]
 
 EndpointHandler = Callable[[Gateway, Call, Incoming], Awaitable[None]]
 """A proxied endpoint: reads its request from ``Incoming`` and answers through its ``send``."""
 
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
-
-
-def providers_offering(endpoint: Endpoint) -> list[str]:
-    """The providers whose spec lists ``endpoint``, in the table's order."""
-    return [name for name, spec in PROVIDERS.items() if endpoint in spec.endpoints]
-
-
-def require_endpoint(provider: str, endpoint: Endpoint) -> None:
-    """Raise ``UnsupportedEndpoint`` (400) when ``provider`` does not offer ``endpoint``."""
-    if endpoint in PROVIDERS[provider].endpoints:
-        return
-    raise UnsupportedEndpoint(
-        f"{provider} does not offer {endpoint.value}; use a model of a provider that does: "
-        + ", ".join(providers_offering(endpoint)),
-        param="model",
-    )
-
-
-def route_call(gateway: Gateway, call: Call, model: object, endpoint: Endpoint) -> None:
-    """Resolve ``model`` onto ``call`` (``provider/model``, or a bare name through the gateway's
-    catalogue), keeping only providers that offer ``endpoint``; 400s otherwise."""
-    routes = resolve_routes(model, gateway.catalogue, when=gateway.clock())
-    offering = tuple(r for r in routes if endpoint in PROVIDERS[r.provider].endpoints)
-    if not offering:
-        require_endpoint(routes[0].provider, endpoint)
-    call.routes = offering
-    call.provider, call.model = offering[0].provider, offering[0].model
 
 
 def optional_str(body: dict[str, Any], name: str) -> str | None:

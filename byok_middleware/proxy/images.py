@@ -15,7 +15,7 @@ from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.endpoints import forward_json, optional_str, route_call
+from byok_middleware.proxy.endpoints import forward_json, optional_str
 from byok_middleware.proxy.respond import read_json, send_metered
 from byok_middleware.router import Incoming
 
@@ -60,7 +60,7 @@ def image_usage(body: dict[str, Any], data: Any, *, provider: str, requested: in
 
 async def handle_images(gateway: Gateway, call: Call, incoming: Incoming) -> None:
     body = await json_body(incoming.receive, gateway.config.max_body_bytes)
-    route_call(gateway, call, body.get("model"), Endpoint.IMAGES)
+    gateway.route_model(call, body.get("model"), Endpoint.IMAGES)
     requested = _validate(body)
     forwarded = await forward_json(gateway, call, lambda served: {**body, "model": served.model})
     raw, data = await read_json(forwarded)

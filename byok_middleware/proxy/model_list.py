@@ -26,15 +26,15 @@ from typing import Any
 from byok_middleware.asgi import dumps, send_bytes
 from byok_middleware.errors import BYOKError
 from byok_middleware.gateway import Call, Gateway
+from byok_middleware.gateway.calls import Candidate
 from byok_middleware.providers.anthropic import openai_model_list
 from byok_middleware.providers.specs import PROVIDERS, Endpoint, WireFormat
 from byok_middleware.proxy.respond import read_json
-from byok_middleware.proxy.upstream import Candidate
 from byok_middleware.router import Incoming
 
 __all__ = ["ModelCatalog", "prefixed_models"]
 
-logger = logging.getLogger("byok_middleware.proxy.models")
+logger = logging.getLogger("byok_middleware.gateway.models")
 
 _CacheKey = tuple[str, str]  # (provider, key id or "platform")
 

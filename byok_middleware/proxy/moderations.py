@@ -12,12 +12,11 @@ from typing import Any
 from byok_middleware.asgi import json_body
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
+from byok_middleware.gateway.core import providers_offering
 from byok_middleware.pricing import Usage
 from byok_middleware.providers.specs import Endpoint
 from byok_middleware.proxy.endpoints import (
     forward_json,
-    providers_offering,
-    route_call,
 )
 from byok_middleware.proxy.respond import read_json, send_metered
 from byok_middleware.router import Incoming
@@ -49,7 +48,7 @@ async def handle_moderations(gateway: Gateway, call: Call, incoming: Incoming) -
     if body.get("model") is None:
         call.provider, call.model = providers_offering(Endpoint.MODERATIONS)[0], ""
     else:
-        route_call(gateway, call, body.get("model"), Endpoint.MODERATIONS)
+        gateway.route_model(call, body.get("model"), Endpoint.MODERATIONS)
     _validate(body)
     forwarded = await forward_json(gateway, call, lambda served: _payload(body, served.model))
     raw, data = await read_json(forwarded)

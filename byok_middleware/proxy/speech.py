@@ -20,7 +20,7 @@ from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import Usage
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.endpoints import forward_json, optional_str, route_call
+from byok_middleware.proxy.endpoints import forward_json, optional_str
 from byok_middleware.proxy.metadata import CallMetadata
 from byok_middleware.proxy.respond import call_metadata, passthrough_headers
 from byok_middleware.proxy.stream import run_until_disconnect
@@ -45,7 +45,7 @@ def _validate(body: dict[str, Any]) -> str:
 
 async def handle_speech(gateway: Gateway, call: Call, incoming: Incoming) -> None:
     body = await json_body(incoming.receive, gateway.config.max_body_bytes)
-    route_call(gateway, call, body.get("model"), Endpoint.SPEECH)
+    gateway.route_model(call, body.get("model"), Endpoint.SPEECH)
     text = _validate(body)
     forwarded = await forward_json(
         gateway, call, lambda served: {**body, "model": served.model}, accept="audio/*, */*"

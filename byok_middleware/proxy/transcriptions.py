@@ -19,13 +19,12 @@ from typing import Any
 
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
+from byok_middleware.gateway.calls import Candidate
 from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import Endpoint
 from byok_middleware.proxy.audio_length import audio_seconds
-from byok_middleware.proxy.endpoints import route_call
 from byok_middleware.proxy.multipart import FileField, Form, read_form
 from byok_middleware.proxy.respond import read_json, send_metered
-from byok_middleware.proxy.upstream import Candidate
 from byok_middleware.router import Incoming
 
 __all__ = ["handle_transcription", "reported_usage"]
@@ -78,7 +77,7 @@ async def handle_transcription(gateway: Gateway, call: Call, incoming: Incoming)
         max_file_bytes=gateway.config.max_audio_bytes,
         max_field_bytes=gateway.config.max_body_bytes,
     )
-    route_call(gateway, call, form.value("model"), endpoint)
+    gateway.route_model(call, form.value("model"), endpoint)
     upload = _validate(form, call.provider)
 
     def build(candidate: Candidate) -> tuple[AsyncIterator[bytes], dict[str, str]]:

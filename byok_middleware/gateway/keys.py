@@ -11,21 +11,45 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.crypto import DecryptionError, Keyring, SecretStr, associated_data
 from byok_middleware.errors import InvalidRequest, NotFound
-from byok_middleware.keys.schemas import KeyCreate, KeyUpdate
 from byok_middleware.storage.base import KeyStatus, KeyStore, ProviderKeyRecord
 
-__all__ = ["KeyService", "ResolvedKey"]
+__all__ = ["KeyPatch", "KeyService", "NewKey", "ResolvedKey"]
 
 logger = logging.getLogger("byok_middleware.keys")
 
 ChangeHook = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A provider key to register, already validated by the HTTP edge (``keys/schemas.py``)."""
+
+    provider: str
+    api_key: str = field(repr=False)
+    is_active: bool = True
+    priority: int = 1
+    label: str | None = None
+    always_use: bool = False
+    rpm: int | None = None
+    tpm: int | None = None
+    monthly_budget_usd: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPatch:
+    """Changes to a provider key: ``api_key`` rotates it; ``fields`` holds the other columns the
+    caller set (an explicit ``None`` clears a nullable one)."""
+
+    api_key: str | None = field(default=None, repr=False)
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +110,7 @@ class KeyService:
     def _seal(self, tenant_id: str, key_id: str, provider: str, plaintext: str) -> bytes:
         return self._keyring.encrypt(plaintext, associated_data(tenant_id, key_id, provider))
 
-    async def create(self, tenant_id: str, body: KeyCreate) -> ProviderKeyRecord:
+    async def create(self, tenant_id: str, body: NewKey) -> ProviderKeyRecord:
         if await self._store.count_keys(tenant_id) >= self._max_keys:
             raise InvalidRequest(
                 f"a tenant may register at most {self._max_keys} provider keys",
@@ -123,11 +147,9 @@ class KeyService:
             raise NotFound(f"no provider key with id {key_id!r}")
         return record
 
-    async def update(self, tenant_id: str, key_id: str, body: KeyUpdate) -> ProviderKeyRecord:
+    async def update(self, tenant_id: str, key_id: str, body: KeyPatch) -> ProviderKeyRecord:
         current = await self.get(tenant_id, key_id)
-        changes: dict[str, Any] = {
-            name: getattr(body, name) for name in body.model_fields_set if name != "api_key"
-        }
+        changes: dict[str, Any] = {k: v for k, v in body.fields.items() if k != "api_key"}
         for name in ("is_active", "priority", "always_use"):
             # These columns are NOT NULL: an explicit null means "leave it".
             if changes.get(name, 0) is None:

@@ -18,10 +18,10 @@ from itertools import groupby
 
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, NoProviderKey, RateLimited
-from byok_middleware.keys.service import ResolvedKey
-from byok_middleware.proxy.limits import KeyUsage, has_limits, limit_reason
-from byok_middleware.proxy.models import ModelRoute
-from byok_middleware.proxy.upstream import Candidate
+from byok_middleware.gateway.calls import Candidate
+from byok_middleware.gateway.keys import ResolvedKey
+from byok_middleware.gateway.limits import KeyUsage, has_limits, limit_reason
+from byok_middleware.gateway.models import ModelRoute
 from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
 
 __all__ = [

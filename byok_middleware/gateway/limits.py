@@ -17,13 +17,13 @@ so a Redis implementation shares them across replicas.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from byok_middleware.clock import Clock
-from byok_middleware.proxy.health import TaskSet
+from byok_middleware.gateway.health import TaskSet
 from byok_middleware.state import Counters
 from byok_middleware.storage.base import KeyStore, ProviderKeyRecord
 
@@ -119,12 +119,10 @@ class LimitTracker:
                 self._spend = {k: spend for k, spend in self._spend.items() if spend.expires > now}
         return cached.amount
 
-    def attempted(self, record: ProviderKeyRecord | None) -> Awaitable[int] | None:
-        """Count one request against the key's rpm window: the coroutine to await, or None for
-        a key without an rpm limit (nearly all), so those run no coroutine at all."""
-        if record is None or record.rpm is None:
-            return None
-        return self._counters.add("rpm:" + record.id, 1, WINDOW_SECONDS)
+    async def attempted(self, record: ProviderKeyRecord | None) -> None:
+        """Count one request against the key's rpm window (keys with an rpm limit only)."""
+        if record is not None and record.rpm is not None:
+            await self._counters.add("rpm:" + record.id, 1, WINDOW_SECONDS)
 
     def finished(self, record: ProviderKeyRecord | None, tokens: int, cost: Decimal | None) -> None:
         """Count a finished call's tokens and cost (never awaits: called from the ledger path)."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 from genai_prices import data_snapshot
 
 from byok_middleware.errors import InvalidRequest
+from byok_middleware.gateway.calls import ModelRoute
 from byok_middleware.pricing import GENAI_PROVIDER_IDS, PriceSource, Usage
 from byok_middleware.providers.specs import PROVIDERS, split_model
 
@@ -39,19 +38,6 @@ _NOT_SERVED: Mapping[str, tuple[str, ...]] = {"google": ("claude",)}
 
 # The reference call used to compare providers' prices for one model: 1M tokens in, 1M out.
 _REFERENCE_USAGE = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRoute:
-    """One provider that can serve the request, the model name sent to it, and its price.
-
-    ``price`` is the list price of the reference call (1M tokens in + 1M out) used to order
-    providers of a bare name; ``None`` when unknown or irrelevant (``provider/model``).
-    """
-
-    provider: str
-    model: str  # as sent upstream, without the provider prefix
-    price: Decimal | None = None
 
 
 def _validated(value: object) -> str:

@@ -1,24 +1,22 @@
-"""Talking to providers: who pays (candidates), auth headers, upstream errors in OpenAI shape."""
+"""Talking to providers: URLs, auth headers per key, the first-event wait, errors as OpenAI's."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, UpstreamError
+from byok_middleware.gateway.calls import Candidate, KeyUse
+from byok_middleware.gateway.transport import UpstreamResponse
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
-from byok_middleware.proxy.transport import UpstreamResponse
 from byok_middleware.redaction import Redactor
-from byok_middleware.storage.base import ProviderKeyRecord
 
 __all__ = [
     "RETRYABLE_STATUSES",
-    "Candidate",
     "EmptyStream",
-    "Forwarded",
+    "Upstreams",
     "auth_headers",
     "await_first_event",
     "normalize_error",
@@ -27,35 +25,9 @@ __all__ = [
 
 # Statuses after which the next candidate key is tried (DESIGN.md §5): a rejected key, a timeout,
 # a rate limit, any 5xx (529 included). Other 4xx mean the request itself is wrong and another
-# key would fail the same way. ``proxy.health.classify`` says what each means for the key.
+# key would fail the same way. ``gateway.health.classify`` says what each means for the key.
 RETRYABLE_STATUSES = frozenset({401, 403, 408, 429, *range(500, 600)})
 KEY_REJECTED_STATUSES = frozenset({401, 403})
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One way to pay for a call: a tenant key (``record`` set) or the platform key.
-
-    ``model`` is the model name sent upstream ("" when the caller already set it on the call).
-    """
-
-    provider: str
-    secret: SecretStr
-    attribution: str
-    record: ProviderKeyRecord | None = None
-    model: str = ""
-
-    @property
-    def key_id(self) -> str | None:
-        return self.record.id if self.record is not None else None
-
-
-@dataclass(slots=True)
-class Forwarded:
-    """A successful upstream response (still open) and who paid for it."""
-
-    response: UpstreamResponse
-    candidate: Candidate
 
 
 class EmptyStream(Exception):
@@ -210,3 +182,38 @@ def normalize_error(
         status_code=status if 400 <= status <= 599 else 502,
         headers=headers,
     )
+
+
+class Upstreams:
+    """Where each provider lives and what paying with a key needs, computed once and reused.
+
+    ``base_url(provider)`` gives a provider's base (an override or the default); the platform
+    keys are redacted from every call's errors, whichever key served it.
+    """
+
+    _MAX_KEYS = 4096  # rotated-away keys must not pile up
+
+    def __init__(self, base_url: Callable[[str], str], platform_keys: Sequence[str]) -> None:
+        self._base_url = base_url
+        self._platform_keys = tuple(platform_keys)
+        self._urls: dict[tuple[str, str], str] = {}
+        self._key_uses: dict[SecretStr, KeyUse] = {}
+
+    def url(self, provider: str, path: str) -> str:
+        """The full upstream URL of an OpenAI ``path`` at ``provider``."""
+        url = self._urls.get((provider, path))
+        if url is None:
+            url = upstream_url(self._base_url(provider), provider, path)
+            self._urls[(provider, path)] = url  # bounded: providers x gateway paths
+        return url
+
+    def key_use(self, candidate: Candidate) -> KeyUse:
+        """The redactor and auth headers of ``candidate``'s key, built once per key."""
+        use = self._key_uses.get(candidate.secret)
+        if use is None:
+            if len(self._key_uses) >= self._MAX_KEYS:
+                self._key_uses.clear()
+            redactor = Redactor([candidate.secret.reveal(), *self._platform_keys])
+            use = KeyUse(redactor, auth_headers(candidate.provider, candidate.secret))
+            self._key_uses[candidate.secret] = use
+        return use

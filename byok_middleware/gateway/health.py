@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from byok_middleware.clock import Clock
-from byok_middleware.keys.service import KeyService
+from byok_middleware.gateway.keys import KeyService
 from byok_middleware.storage.base import KeyStatus, KeyStore, ProviderKeyRecord
 
 __all__ = [
@@ -202,20 +202,18 @@ class HealthRecorder:
         if self._due(record.id, "last_error", now):
             self._write(record, {"last_error": describe_failure(what, record.provider, now)})
 
-    def succeeded(self, record: ProviderKeyRecord | None) -> Coroutine[Any, Any, None] | None:
-        """A 2xx: note ``last_used_at`` (throttled, in background). For a key that was cooling
-        down, returns the coroutine that ends the cooldown, which the caller awaits; otherwise
-        None, so the steady state runs no coroutine at all."""
+    async def succeeded(self, record: ProviderKeyRecord | None) -> None:
+        """A 2xx: note ``last_used_at`` (throttled, in background); a key that was cooling down
+        is active again."""
         if record is None:
-            return None
+            return
         self._strikes.pop(record.id, None)
         now = self._clock()
         if record.status is KeyStatus.COOLING_DOWN:
             self._noted[(record.id, "last_used_at")] = now
-            return self._set(record, status=KeyStatus.ACTIVE, cooldown_until=None, last_used_at=now)
-        if self._due(record.id, "last_used_at", now):
+            await self._set(record, status=KeyStatus.ACTIVE, cooldown_until=None, last_used_at=now)
+        elif self._due(record.id, "last_used_at", now):
             self._write(record, {"last_used_at": now})
-        return None
 
     def _due(self, key_id: str, name: str, now: datetime) -> bool:
         last = self._noted.get((key_id, name))

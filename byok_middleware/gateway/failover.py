@@ -1,0 +1,139 @@
+"""Failover: the attempt loop behind ``Gateway.forward``: try candidates in order, learn key health.
+
+* 2xx: served (a stream once its first SSE event arrived). The key's ``last_used_at`` is noted
+  (throttled) and an expired cooldown ends (status back to ``active``).
+* connect error, timeout (connect, headers or first event), a 2xx stream that ends or dies
+  before its first event, 408, 5xx, 529: next candidate; the key stays usable, ``last_error``
+  notes it (throttled). The provider is sick, not the key.
+* 401 / 403 (also Gemini's 400 for a bad key): next candidate; the key becomes ``invalid``.
+* 429 (also Gemini's RESOURCE_EXHAUSTED): next candidate; the key is ``cooling_down`` until
+  ``retry-after`` (or a bounded backoff).
+* any other 4xx: no failover; the error is relayed (the request is wrong, not the key).
+
+When every candidate failed the client gets the last error (OpenAI shape, redacted).
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from byok_middleware.clock import Clock
+from byok_middleware.errors import BYOKError, UpstreamUnavailable
+from byok_middleware.gateway.calls import BuildRequest, Call, Candidate, Forwarded
+from byok_middleware.gateway.health import HealthRecorder, Outcome, classify, retry_after_seconds
+from byok_middleware.gateway.limits import LimitTracker
+from byok_middleware.gateway.planning import RoutePlan
+from byok_middleware.gateway.transport import UpstreamClient, UpstreamResponse
+from byok_middleware.gateway.upstream import (
+    EmptyStream,
+    Upstreams,
+    await_first_event,
+    normalize_error,
+)
+from byok_middleware.redaction import bind_call_redactor
+
+__all__ = ["Failover"]
+
+
+class Failover:
+    """Tries a plan's candidates in order and learns each key's health on the way.
+
+    Built from what the loop needs and nothing more: the upstream client, the directory of URLs
+    and auth headers, the health recorder, the limit counters and the clock.
+    """
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        upstreams: Upstreams,
+        *,
+        health: HealthRecorder,
+        limits: LimitTracker,
+        clock: Clock,
+    ) -> None:
+        self._client = client
+        self._upstreams = upstreams
+        self._health = health
+        self._limits = limits
+        self._clock = clock
+
+    async def attempt(
+        self,
+        call: Call,
+        plan: RoutePlan,
+        *,
+        path: str,
+        build: BuildRequest,
+        method: str = "POST",
+        stream: bool = False,
+    ) -> Forwarded:
+        """The first 2xx answer of ``plan``'s candidates (the module docstring says when the
+        next one is tried); raises the last candidate's error when none succeeds."""
+        last_error: BYOKError | None = None
+        for candidate in plan.candidates:
+            call.attempts += 1
+            call.candidate = candidate
+            call.provider = candidate.provider
+            if candidate.model:
+                call.model = candidate.model
+            use = self._upstreams.key_use(candidate)
+            call.redactor = use.redactor
+            bind_call_redactor(use.redactor)
+            content, headers = build(candidate)
+            headers.update(use.auth)
+            url = self._upstreams.url(candidate.provider, path)
+            await self._limits.attempted(candidate.record)
+            try:
+                response = await self._client.send(method, url, headers=headers, content=content)
+                if stream and response.status_code < 400:
+                    response = await await_first_event(response)
+            except httpx.TimeoutException:
+                last_error = UpstreamUnavailable(
+                    f"{candidate.provider} did not answer in time", status_code=504, code="timeout"
+                )
+                self._health.provider_failed(candidate.record, "timeout")
+                continue
+            except (httpx.HTTPError, EmptyStream):
+                last_error = UpstreamUnavailable(
+                    f"{candidate.provider} could not be reached or ended the answer before it began"
+                )
+                self._health.provider_failed(candidate.record, "connection error")
+                continue
+            if response.status_code < 400:
+                await self._health.succeeded(candidate.record)
+                return Forwarded(response, candidate)
+            last_error, outcome = await self._failed(call, candidate, response)
+            if not outcome.fails_over:
+                break
+        if last_error is None:
+            raise RuntimeError("no attempt was made")  # the caller checked for candidates
+        raise last_error
+
+    async def _failed(
+        self, call: Call, candidate: Candidate, response: UpstreamResponse
+    ) -> tuple[BYOKError, Outcome]:
+        """Read and close an error answer; note what it says about the key."""
+        try:
+            body = await response.aread()
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        error = normalize_error(
+            candidate.provider,
+            response.status_code,
+            body,
+            redactor=call.redactor,
+            attribution=candidate.attribution,
+            retry_after=response.headers.get("retry-after"),
+        )
+        outcome = classify(error.status_code)
+        record = candidate.record
+        if record is not None and outcome is Outcome.KEY_REJECTED:
+            await self._health.rejected(record, response.status_code)
+        elif record is not None and outcome is Outcome.RATE_LIMITED:
+            wait = retry_after_seconds(response.headers, body, self._clock())
+            await self._health.rate_limited(record, response.status_code, wait)
+        elif outcome is Outcome.PROVIDER_FAILED:
+            self._health.provider_failed(record, str(response.status_code))
+        return error, outcome
