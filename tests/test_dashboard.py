@@ -15,7 +15,7 @@ def test_dashboard_page_is_served_without_secrets(gateway: Gateway) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
-    assert 'const PREFIX = "/v1";' in response.text
+    assert '<meta name="byok-prefix" content="/v1">' in response.text
     assert "sk-dashboard" not in response.text and "innerHTML" not in response.text
 
 
