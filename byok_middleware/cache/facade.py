@@ -1,0 +1,378 @@
+"""``ResponseCache``: the one object the request pipeline talks to.
+
+Before the upstream call the pipeline asks :meth:`ResponseCache.lookup`; after a good answer it
+hands the answer to :meth:`ResponseCache.store`. The cache never decides who pays for a miss and
+never raises on its own account during a request: an entry that cannot be opened (a master key
+gone from the keyring, tampering) is dropped and counts as a miss, and an embedding that cannot be
+made leaves the request to the exact layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from byok_middleware.cache.backend import BackendUsage, CacheBackend, StoredEntry
+from byok_middleware.cache.entry import (
+    CacheEntry,
+    is_storable,
+    open_entry,
+    open_vector,
+    seal_entry,
+    seal_vector,
+)
+from byok_middleware.cache.keys import CacheKind, RequestKeys, request_keys
+from byok_middleware.cache.semantic import (
+    Embedder,
+    EmbeddingUnavailable,
+    SemanticIndex,
+    vector_bytes,
+)
+from byok_middleware.cache.settings import SIMILARITY_HEADER, CacheMode, CacheSettings
+from byok_middleware.cache.stream import as_completion, replay_as_sse
+from byok_middleware.clock import Clock, utcnow
+from byok_middleware.crypto import DecryptionError, Keyring
+from byok_middleware.errors import ConfigurationError
+
+__all__ = ["CacheMetrics", "CacheSizes", "Hit", "ResponseCache"]
+
+logger = logging.getLogger("byok_middleware.cache")
+
+_SYNC_PAGE = 512
+_SYNC_INLINE_PAGES = 2  # a lookup waits for at most this much catching up; the rest runs behind
+_VECTOR_MEMO = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A stored answer for this request; ``similarity`` is None for an exact hit."""
+
+    entry: CacheEntry
+    key: str
+    similarity: float | None = None
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """``x-byok-cache: hit`` and, for a semantic hit, ``x-byok-cache-similarity``."""
+        headers = [(b"x-byok-cache", b"hit")]
+        if self.similarity is not None:
+            headers.append((SIMILARITY_HEADER.encode(), f"{self.similarity:.4f}".encode()))
+        return headers
+
+    def metadata(self, request_id: str) -> dict[str, Any]:
+        """The metadata object of a hit: nothing paid now, the original's cost saved."""
+        saved = self.entry.cost_usd
+        return {
+            "cost_attribution": "cache",
+            "provider_used": self.entry.provider,
+            "model_used": self.entry.model,
+            "cost_usd": 0.0,
+            "cost_saved_usd": None if saved is None else float(saved),
+            "key_id": None,
+            "cache_hit": True,
+            "request_id": request_id,
+            "attempts": 0,
+        }
+
+    def as_json(self, metadata_field: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        return as_completion(self.entry, metadata_field, metadata)
+
+    def as_sse(
+        self, include_usage: bool, metadata_field: str, metadata: Mapping[str, Any]
+    ) -> list[bytes]:
+        return replay_as_sse(self.entry, include_usage, metadata_field, metadata)
+
+
+@dataclass(slots=True)
+class CacheMetrics:
+    """Counters since start, this process only."""
+
+    lookups: int = 0
+    exact_hits: int = 0
+    semantic_hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    rejected: int = 0  # answers not good enough to store
+    evicted: int = 0  # by size or expiry, during stores
+    dropped: int = 0  # entries that could not be opened (e.g. their master key is gone)
+    embed_failures: int = 0
+    saved_usd: Decimal = field(default_factory=Decimal)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSizes:
+    backend: BackendUsage
+    indexed: Mapping[str, int]  # tenant id -> vectors in this process's index
+
+
+class ResponseCache:
+    """Exact and semantic response cache over a :class:`CacheBackend`, sealed with ``keyring``.
+
+    ``embedder`` is the default for semantic requests; ``lookup``/``store`` take one per call too
+    (the engine's provider embedder bound to the request's key rules). ``metadata_field`` is
+    stripped from answers before they are stored.
+    """
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        keyring: Keyring,
+        settings: CacheSettings | None = None,
+        *,
+        clock: Clock = utcnow,
+        embedder: Embedder | None = None,
+        index: SemanticIndex | None = None,
+        metadata_field: str = "xantly_metadata",
+    ) -> None:
+        self.backend = backend
+        self.settings = settings or CacheSettings()
+        self.metrics = CacheMetrics()
+        self._keyring = keyring
+        self._clock = clock
+        self._embedder = embedder
+        self._metadata_field = metadata_field
+        self._index = index
+        if index is None and self.settings.mode is CacheMode.SEMANTIC:
+            self._index = SemanticIndex()  # fails at start-up, not per request, without the extra
+        self._vectors: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"ResponseCache(mode={self.settings.mode.value}, backend={self.backend!r})"
+
+    async def open(self) -> None:
+        await self.backend.open()
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.backend.close()
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
+
+    def _semantic_index(self) -> SemanticIndex | None:
+        if self._index is None:
+            try:
+                self._index = SemanticIndex()
+            except ConfigurationError:
+                logger.warning("semantic cache asked for without its extra; using exact only")
+                return None
+        return self._index
+
+    def _keys(
+        self,
+        tenant_id: str,
+        provider: str,
+        model: str,
+        body: Mapping[str, Any],
+        mode: CacheMode,
+        kind: CacheKind,
+        embedder: Embedder | None,
+    ) -> RequestKeys:
+        semantic = mode is CacheMode.SEMANTIC and embedder is not None and kind == "chat"
+        return request_keys(
+            tenant_id,
+            provider,
+            model,
+            body,
+            kind=kind,
+            semantic=semantic and self._semantic_index() is not None,
+            embedder=embedder.name if embedder is not None else "",
+        )
+
+    async def _open(self, row: StoredEntry, kind: CacheKind) -> CacheEntry | None:
+        try:
+            entry = open_entry(self._keyring, row.tenant_id, row.key, row.sealed)
+        except (DecryptionError, ValueError, KeyError):
+            # Sealed under a master key no longer in the keyring, or tampered with: drop it.
+            self.metrics.dropped += 1
+            await self.backend.delete(row.tenant_id, row.key)
+            return None
+        return entry if entry.kind == kind else None
+
+    async def lookup(
+        self,
+        tenant_id: str,
+        provider: str,
+        model: str,
+        body: Mapping[str, Any],
+        mode: CacheMode | None = None,
+        *,
+        kind: CacheKind = "chat",
+        embed: Embedder | None = None,
+    ) -> Hit | None:
+        """The stored answer for this request of ``tenant_id`` resolved to ``provider``/``model``:
+        exact first, then (``mode`` semantic, eligible request) the nearest neighbour at or
+        above ``min_similarity`` with the same non-text parameters. ``mode`` None is the
+        operator's setting; pass the tenant policy's mode where it overrides."""
+        mode = self.settings.mode if mode is None else mode
+        if mode is CacheMode.OFF:
+            return None
+        self.metrics.lookups += 1
+        now = self._now()
+        embedder = embed or self._embedder
+        keys = self._keys(tenant_id, provider, model, body, mode, kind, embedder)
+        row = await self.backend.get(tenant_id, keys.exact, now)
+        entry = await self._open(row, kind) if row is not None else None
+        if entry is not None:
+            return self._hit(entry, keys.exact, None)
+        if keys.group is not None and keys.text is not None and embedder is not None:
+            hit = await self._semantic_lookup(tenant_id, keys, embedder, now)
+            if hit is not None:
+                return hit
+        self.metrics.misses += 1
+        return None
+
+    def _hit(self, entry: CacheEntry, key: str, similarity: float | None) -> Hit:
+        if similarity is None:
+            self.metrics.exact_hits += 1
+        else:
+            self.metrics.semantic_hits += 1
+        self.metrics.saved_usd += entry.cost_usd or Decimal(0)
+        return Hit(entry=entry, key=key, similarity=similarity)
+
+    async def _embed(self, tenant_id: str, text: str, embedder: Embedder) -> bytes | None:
+        try:
+            return vector_bytes(await embedder.embed(tenant_id, text))
+        except EmbeddingUnavailable as exc:
+            self.metrics.embed_failures += 1
+            logger.warning("cache embedding unavailable (%s); exact layer only", exc)
+            return None
+
+    async def _semantic_lookup(
+        self, tenant_id: str, keys: RequestKeys, embedder: Embedder, now: float
+    ) -> Hit | None:
+        index = self._semantic_index()
+        if index is None or keys.group is None or keys.text is None:
+            return None
+        vector = await self._embed(tenant_id, keys.text, embedder)
+        if vector is None:
+            return None
+        self._remember_vector(tenant_id, keys.exact, vector)
+        await self.sync_tenant(tenant_id, inline_pages=_SYNC_INLINE_PAGES)
+        candidates = index.search(tenant_id, keys.group, vector, self.settings.semantic_candidates)
+        for key, similarity in candidates:
+            if similarity < self.settings.min_similarity:
+                break
+            row = await self.backend.get(tenant_id, key, now)
+            if row is None or row.group != keys.group:
+                index.remove(tenant_id, key)  # gone from the backend: evicted, expired, replaced
+                continue
+            entry = await self._open(row, "chat")
+            if entry is not None:
+                return self._hit(entry, key, min(similarity, 1.0))
+        return None
+
+    def _remember_vector(self, tenant_id: str, key: str, vector: bytes) -> None:
+        # The miss's vector, for its store: one embedding call per missed request, not two.
+        self._vectors[(tenant_id, key)] = vector
+        self._vectors.move_to_end((tenant_id, key))
+        while len(self._vectors) > _VECTOR_MEMO:
+            self._vectors.popitem(last=False)
+
+    async def sync_tenant(self, tenant_id: str, *, inline_pages: int | None = None) -> None:
+        """Bring this process's index of ``tenant_id`` up to what the backend holds (what other
+        replicas stored). At most every ``semantic_sync_seconds``; ``inline_pages`` bounds the
+        pages read before returning, the rest is read by a background task."""
+        index = self._semantic_index()
+        if index is None:
+            return
+        tenant = index.tenant(tenant_id)
+        started = time.monotonic()
+        if tenant.lock.locked() or started - tenant.synced_at < self.settings.semantic_sync_seconds:
+            return
+        async with tenant.lock:
+            pages = 0
+            while inline_pages is None or pages < inline_pages:
+                rows = await self.backend.vectors(
+                    tenant_id, tenant.synced_seq, self._now(), _SYNC_PAGE
+                )
+                for row in rows:
+                    tenant.synced_seq = max(tenant.synced_seq, row.seq)
+                    if index.has(tenant_id, row.key):
+                        continue  # stored by this process (same key, same text, same vector)
+                    try:
+                        vector = open_vector(self._keyring, tenant_id, row.key, row.vector)
+                    except (DecryptionError, ValueError):
+                        self.metrics.dropped += 1
+                        continue
+                    index.add(tenant_id, row.key, row.group, vector)
+                pages += 1
+                if len(rows) < _SYNC_PAGE:
+                    tenant.synced_at = started
+                    return
+        task = asyncio.create_task(self.sync_tenant(tenant_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def store(
+        self,
+        tenant_id: str,
+        provider: str,
+        model: str,
+        body: Mapping[str, Any],
+        response: Mapping[str, Any] | None,
+        *,
+        cost_usd: Decimal | None,
+        status: int = 200,
+        mode: CacheMode | None = None,
+        kind: CacheKind = "chat",
+        embed: Embedder | None = None,
+    ) -> bool:
+        """Store a good answer (see ``is_storable``); True when stored. ``response`` is the
+        chat completion (a stream assembled by ``StreamAssembler``, None if it was cut) or the
+        embeddings answer; ``cost_usd`` what this call cost, shown as saved on later hits."""
+        mode = self.settings.mode if mode is None else mode
+        if mode is CacheMode.OFF:
+            return False
+        if not is_storable(kind, status, response) or response is None:
+            self.metrics.rejected += 1
+            return False
+        now = self._now()
+        embedder = embed or self._embedder
+        keys = self._keys(tenant_id, provider, model, body, mode, kind, embedder)
+        answer = {k: v for k, v in response.items() if k != self._metadata_field}
+        entry = CacheEntry(kind, answer, cost_usd, provider, model, now)
+        vector: bytes | None = None
+        if keys.group is not None and keys.text is not None and embedder is not None:
+            vector = self._vectors.pop((tenant_id, keys.exact), None)
+            if vector is None:
+                vector = await self._embed(tenant_id, keys.text, embedder)
+        row = StoredEntry(
+            tenant_id=tenant_id,
+            key=keys.exact,
+            sealed=seal_entry(self._keyring, tenant_id, keys.exact, entry),
+            created_at=now,
+            expires_at=now + self.settings.ttl_seconds,
+            group=keys.group if vector is not None else None,
+            vector=None
+            if vector is None
+            else seal_vector(self._keyring, tenant_id, keys.exact, vector),
+        )
+        self.metrics.evicted += await self.backend.put(row, now)
+        self.metrics.stores += 1
+        if vector is not None and keys.group is not None and self._index is not None:
+            self._index.add(tenant_id, keys.exact, keys.group, vector)
+        return True
+
+    async def clear_tenant(self, tenant_id: str) -> int:
+        """Remove every entry of ``tenant_id`` (``DELETE /byok/cache``); how many there were."""
+        removed = await self.backend.clear_tenant(tenant_id)
+        if self._index is not None:
+            self._index.drop_tenant(tenant_id)
+        for memo_key in [k for k in self._vectors if k[0] == tenant_id]:
+            del self._vectors[memo_key]
+        return removed
+
+    async def sizes(self) -> CacheSizes:
+        indexed = self._index.sizes() if self._index is not None else {}
+        return CacheSizes(backend=await self.backend.usage(), indexed=indexed)
