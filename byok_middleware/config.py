@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from byok_middleware.crypto import Keyring, keyring_entries
 from byok_middleware.errors import ConfigurationError
 from byok_middleware.providers.specs import PROVIDERS
 
-__all__ = ["BYOKConfig"]
+__all__ = ["BYOKConfig", "check_sqlite_path", "store_failure"]
+
+logger = logging.getLogger("byok_middleware.config")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -62,8 +69,7 @@ class BYOKConfig:
     dashboard: bool = True
 
     def __post_init__(self) -> None:
-        prefix = "/" + self.prefix.strip("/") if self.prefix.strip("/") else ""
-        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "prefix", _clean_prefix(self.prefix))
         for name in ("platform_keys", "base_urls"):
             mapping: Mapping[str, str] = getattr(self, name)
             unknown = sorted(set(mapping) - set(PROVIDERS))
@@ -113,6 +119,7 @@ class BYOKConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BYOKConfig:
         """Build a config from ``BYOK_*`` variables (``environ`` defaults to ``os.environ``)."""
         env = os.environ if environ is None else environ
+        _warn_unknown_names(env)
         values: dict[str, Any] = {}
         for f in fields(cls):
             name = "BYOK_" + f.name.upper()
@@ -138,3 +145,95 @@ class BYOKConfig:
             if env.get(f"BYOK_BASE_URL_{p.upper()}")
         }
         return cls(**values)
+
+
+def _clean_prefix(prefix: str) -> str:
+    """``/v1`` as given; a trailing "/" dropped; "" and "/" mean the root.
+
+    A prefix without its leading "/" (``BYOK_PREFIX=api``) would never match a request path, so
+    it is refused rather than silently serving nothing.
+    """
+    stripped = prefix.strip()
+    if stripped and not stripped.startswith("/"):
+        raise ConfigurationError(
+            f"BYOK_PREFIX must start with '/': {prefix!r} would match no request; "
+            f"did you mean '/{stripped.strip('/')}'?"
+        )
+    inner = stripped.strip("/")
+    if any(ch.isspace() for ch in inner) or "//" in inner:
+        raise ConfigurationError(f"BYOK_PREFIX must be a plain path like /v1, not {prefix!r}")
+    return "/" + inner if inner else ""
+
+
+def _known_names() -> list[str]:
+    names = ["BYOK_" + f.name.upper() for f in fields(BYOKConfig)]
+    names.remove("BYOK_PLATFORM_KEYS")
+    names.remove("BYOK_BASE_URLS")
+    for provider in PROVIDERS:
+        names += [f"BYOK_PLATFORM_KEY_{provider.upper()}", f"BYOK_BASE_URL_{provider.upper()}"]
+    # Read by the demo, not by the config; known so that they raise no warning.
+    return [*names, "BYOK_DEMO_EXIT"]
+
+
+def _warn_unknown_names(env: Mapping[str, str]) -> None:
+    """A logging WARNING per ``BYOK_*`` name the config does not know, with the closest one.
+
+    A typo (``BYOK_PLATFORM_KEY_OPENIA``) would otherwise start without a word and the key
+    would never be used. Names only: values may be secrets.
+    """
+    known = _known_names()
+    # BYOK_TEST_*: the project's own test-suite settings (service URLs), not the gateway's.
+    ours = (n for n in env if n.upper().startswith("BYOK_") and not n.startswith("BYOK_TEST_"))
+    for name in sorted(n for n in ours if n not in known):
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        logger.warning("unknown setting %s is ignored%s", name, hint)
+
+
+def store_failure(database_url: str | None, exc: BaseException) -> ConfigurationError:
+    """The start-up error for a store that could not be opened (a driver error, not ours).
+
+    Names ``BYOK_DATABASE_URL`` (``None``: a store passed in) with the password masked.
+    """
+    if database_url is None:
+        where = "the store passed to the gateway"
+    else:
+        where = f"the database {_masked(database_url)} (BYOK_DATABASE_URL)"
+    reason = str(exc) if isinstance(exc, sqlite3.Error | OSError) else type(exc).__name__
+    return ConfigurationError(f"{where} cannot be opened: {reason}")
+
+
+def _masked(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "(a malformed URL)"
+
+
+def check_sqlite_path(database_url: str) -> None:
+    """For a ``sqlite:///`` URL: the file can be created or opened where it points.
+
+    Checked before the driver runs: a driver that fails to open a file can leave its thread
+    reporting to a closed event loop, which buries the one line that matters under tracebacks.
+
+    Raises:
+        ConfigurationError: the folder is missing or not writable, or the path is a folder.
+    """
+    scheme, sep, rest = database_url.strip().partition("://")
+    if scheme.lower() != "sqlite" or not sep or not rest.startswith("/"):
+        return  # not a SQLite file (or malformed: store_from_url says how)
+    path = Path(rest[1:])
+    if path.is_dir():
+        raise ConfigurationError(f"BYOK_DATABASE_URL points at a folder, not a file: {path}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"BYOK_DATABASE_URL: the folder {folder} does not exist (the SQLite file {path.name} "
+            "is created in an existing folder)"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK) and not os.access(path, os.W_OK):
+        raise ConfigurationError(f"BYOK_DATABASE_URL: the folder {folder} is not writable")

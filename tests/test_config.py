@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
 from byok_middleware import BYOKConfig, generate_master_key
+from byok_middleware.config import check_sqlite_path, store_failure
 from byok_middleware.errors import ConfigurationError
 
 
@@ -76,3 +80,53 @@ def test_repr_hides_secrets() -> None:
     key = generate_master_key()
     text = repr(BYOKConfig(master_key=key, platform_keys={"openai": "sk-platform-canary"}))
     assert key not in text and "canary" not in text and "openai" in text
+
+
+def test_unknown_names_warn_with_the_closest_known_one(caplog: pytest.LogCaptureFixture) -> None:
+    """A misspelt BYOK_* name is a logging WARNING that suggests the known name, never a value."""
+    with caplog.at_level(logging.WARNING, logger="byok_middleware.config"):
+        BYOKConfig.from_env(
+            {
+                "BYOK_PLATFORM_KEY_OPENIA": "sk-canary-typo",
+                "BYOK_BASE_URL_GROK": "http://127.0.0.1:9",
+                "BYOK_PREFIX": "/v1",
+                "BYOK_TEST_POSTGRES_URL": "postgresql://x",
+            }
+        )
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(messages) == 2, messages
+    assert "BYOK_BASE_URL_GROK" in messages[0] and "did you mean BYOK_BASE_URL_GROQ" in messages[0]
+    assert "did you mean BYOK_PLATFORM_KEY_OPENAI" in messages[1]
+    assert not any("canary" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [("/api/", "/api"), ("/", ""), ("", ""), ("/v1", "/v1")]
+)
+def test_prefix_is_normalised(given: str, kept: str) -> None:
+    """A trailing slash is dropped, and "/" or "" mean the root."""
+    assert BYOKConfig(prefix=given).prefix == kept
+
+
+@pytest.mark.parametrize("prefix", ["api", "v1/", "/a b", "/a//b"])
+def test_prefix_without_a_leading_slash_is_refused(prefix: str) -> None:
+    """BYOK_PREFIX=api would match no request path, so it is an error that shows the fix."""
+    with pytest.raises(ConfigurationError, match="BYOK_PREFIX"):
+        BYOKConfig.from_env({"BYOK_PREFIX": prefix})
+
+
+def test_sqlite_path_in_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
+    """check_sqlite_path names the variable and the missing folder before any driver runs."""
+    check_sqlite_path(f"sqlite:///{tmp_path / 'ok.db'}")
+    check_sqlite_path("memory://")
+    with pytest.raises(ConfigurationError, match=r"BYOK_DATABASE_URL: the folder .*missing"):
+        check_sqlite_path(f"sqlite:///{tmp_path / 'missing' / 'b.db'}")
+    with pytest.raises(ConfigurationError, match="folder, not a file"):
+        check_sqlite_path(f"sqlite:///{tmp_path}")
+
+
+def test_store_failure_masks_the_password() -> None:
+    """The start-up error of a store names BYOK_DATABASE_URL without its password."""
+    error = store_failure("postgresql://u:hunter2@db/x", OSError("refused"))
+    assert "BYOK_DATABASE_URL" in str(error) and "hunter2" not in str(error)
+    assert "u:***@db" in str(error)
