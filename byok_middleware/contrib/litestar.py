@@ -62,9 +62,9 @@ is never set there: ``identify`` must read the request itself (headers, cookies)
 
 from __future__ import annotations
 
-from typing import cast
+import logging
+from typing import Unpack, cast
 
-import httpx
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.exceptions import NotFoundException
@@ -72,15 +72,14 @@ from litestar.handlers import ASGIRouteHandler, asgi
 from litestar.plugins import InitPluginProtocol
 
 from byok_middleware.asgi import ASGIApp, Receive, Scope, Send
-from byok_middleware.clock import Clock, utcnow
 from byok_middleware.config import BYOKConfig
 from byok_middleware.errors import ConfigurationError
-from byok_middleware.identity import Identify
+from byok_middleware.gateway.options import GatewayOptions
 from byok_middleware.middleware import BYOKMiddleware
-from byok_middleware.pricing import PriceSource
-from byok_middleware.storage.base import KeyStore
 
 __all__ = ["BYOKPlugin", "wrap"]
+
+logger = logging.getLogger("byok_middleware")
 
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,35 +112,20 @@ class BYOKPlugin(InitPluginProtocol):
     that every Litestar 2.10+ recognises it.
 
     Args:
-        config: settings; ``None`` reads ``BYOK_*`` environment variables when the app is built.
-        store: a ``KeyStore``; overrides ``config.database_url``.
-        identify: ``callable(scope) -> tenant id | None`` (sync or async); default: gateway API
-            keys, and the mount opts out of the host's auth and CSRF middleware.
-        transport: the upstream ``httpx`` transport (tests pass ``httpx.MockTransport``).
-        prices: a ``PriceSource``; default: genai-prices with the project's gap table.
-        clock: returns the current UTC time.
+        **options: :class:`~byok_middleware.gateway.options.GatewayOptions`, as for
+            ``BYOKMiddleware``; ``config=None`` reads the ``BYOK_*`` variables when the app is
+            built. Without ``identify`` the mount opts out of the host's auth and CSRF
+            middleware (the gateway API keys authenticate every request).
 
     Raises:
         ConfigurationError: an empty prefix or a malformed ``BYOK_*`` setting when the app is
-            built; a missing or malformed master key at start-up (Litestar then fails its startup).
+            built; a missing or malformed master key, or an unreachable store, at start-up
+            (Litestar then fails its startup and uvicorn exits non-zero).
     """
 
-    def __init__(
-        self,
-        *,
-        config: BYOKConfig | None = None,
-        store: KeyStore | None = None,
-        identify: Identify | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        prices: PriceSource | None = None,
-        clock: Clock = utcnow,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._identify = identify
-        self._transport = transport
-        self._prices = prices
-        self._clock = clock
+    def __init__(self, **options: Unpack[GatewayOptions]) -> None:
+        self._options = options
+        self._config = options.get("config")
         # Built at start-up (or by the first request when the server sends no lifespan), so that
         # importing a module that builds the app needs no master key, as with add_middleware.
         self._middleware: BYOKMiddleware | None = None
@@ -167,20 +151,19 @@ class BYOKPlugin(InitPluginProtocol):
 
     def _gateway(self) -> BYOKMiddleware:
         if self._middleware is None:
-            self._middleware = BYOKMiddleware(
-                _not_found,
-                config=self._config,
-                store=self._store,
-                identify=self._identify,
-                transport=self._transport,
-                prices=self._prices,
-                clock=self._clock,
-            )
+            options = self._options.copy()
+            options["config"] = self._config  # as read when the app was built
+            self._middleware = BYOKMiddleware(_not_found, **options)
         return self._middleware
 
     async def _open(self) -> None:
-        # The middleware's own lazy opener, so a request racing start-up cannot open twice.
-        await self._gateway()._ensure_open()
+        # The middleware's own opener, so a request racing start-up cannot open twice.
+        try:
+            await self._gateway().open()
+        except ConfigurationError as exc:
+            # Litestar reports the failure with a traceback; this line is the one to read.
+            logger.error("byok_middleware cannot start: %s", exc)
+            raise
 
     async def _close(self) -> None:
         # Dropped after closing: a later start-up (a new event loop) builds a fresh gateway.
@@ -189,7 +172,7 @@ class BYOKPlugin(InitPluginProtocol):
             await middleware.aclose()
 
     def _mount(self, mount_path: str) -> ASGIRouteHandler:
-        own_auth = self._identify is None
+        own_auth = self._options.get("identify") is None
 
         async def byok_gateway(scope: Scope, receive: Receive, send: Send) -> None:
             # copy_scope=True: this rewrite stays out of the host's scope.
@@ -205,34 +188,14 @@ class BYOKPlugin(InitPluginProtocol):
         )(byok_gateway)
 
 
-def wrap(
-    app: Litestar,
-    *,
-    config: BYOKConfig | None = None,
-    store: KeyStore | None = None,
-    identify: Identify | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-    prices: PriceSource | None = None,
-    clock: Clock = utcnow,
-) -> BYOKMiddleware:
+def wrap(app: Litestar, **options: Unpack[GatewayOptions]) -> BYOKMiddleware:
     """``BYOKMiddleware`` around a whole Litestar app; serve the returned object.
 
     The gateway's paths are answered before Litestar routes; everything else, and lifespan, goes
-    to ``app`` untouched, and the gateway opens / closes with the app's lifespan. Arguments as
-    for :class:`BYOKPlugin`, except that ``identify`` cannot read ``scope["user"]`` (Litestar's
-    middleware has not run).
-
-    Raises:
-        ConfigurationError: a missing or malformed master key or setting, at once.
+    to ``app`` untouched, and the gateway opens / closes with the app's lifespan. Options as for
+    :class:`BYOKPlugin`, except that ``identify`` cannot read ``scope["user"]`` (Litestar's
+    middleware has not run). A configuration error fails the server's start-up, as for
+    ``BYOKMiddleware``.
     """
     # Litestar's __call__ takes its TypedDict scopes; at run time it is an ordinary ASGI app.
-    host = cast(ASGIApp, app)
-    return BYOKMiddleware(
-        host,
-        config=config,
-        store=store,
-        identify=identify,
-        transport=transport,
-        prices=prices,
-        clock=clock,
-    )
+    return BYOKMiddleware(cast(ASGIApp, app), **options)

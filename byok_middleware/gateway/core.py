@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Unpack
 
 import httpx
 
-from byok_middleware.clock import Clock, utcnow
+from byok_middleware.clock import utcnow
 from byok_middleware.config import BYOKConfig
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, ConfigurationError, UnsupportedEndpoint
@@ -44,6 +45,7 @@ from byok_middleware.gateway.keys import KeyService, ResolvedKey
 from byok_middleware.gateway.ledger import Ledger
 from byok_middleware.gateway.limits import LimitTracker
 from byok_middleware.gateway.models import ModelCatalogue, resolve_routes
+from byok_middleware.gateway.options import EngineOptions
 from byok_middleware.gateway.planning import (
     ProviderOption,
     RoutePlan,
@@ -58,7 +60,7 @@ from byok_middleware.pricing import GenaiPrices, PriceSource, Usage
 from byok_middleware.providers.specs import PROVIDERS, Endpoint, split_model
 from byok_middleware.shared import EVERY_TENANT
 from byok_middleware.state import Counters, InvalidationBus, LocalBus, MemoryCounters
-from byok_middleware.storage import KeyStore, store_from_url
+from byok_middleware.storage import store_from_url
 from byok_middleware.storage.base import UsageRecord
 
 __all__ = [
@@ -131,18 +133,12 @@ class _CachedPlan:
 class Gateway:
     """Everything a request needs: store, keys, identity, upstream client, prices and ledger."""
 
-    def __init__(
-        self,
-        config: BYOKConfig,
-        *,
-        store: KeyStore | None = None,
-        identify: Identify | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        prices: PriceSource | None = None,
-        clock: Clock = utcnow,
-        bus: InvalidationBus | None = None,
-        counters: Counters | None = None,
-    ) -> None:
+    def __init__(self, config: BYOKConfig, **options: Unpack[EngineOptions]) -> None:
+        """``options``: :class:`~byok_middleware.gateway.options.EngineOptions` (each one
+        replaces the default built from ``config``)."""
+        store, identify = options.get("store"), options.get("identify")
+        prices, clock = options.get("prices"), options.get("clock", utcnow)
+        bus, counters = options.get("bus"), options.get("counters")
         self.config = config
         self.keyring = config.keyring()  # fails fast, naming BYOK_MASTER_KEY
         self.store = store if store is not None else store_from_url(config.database_url)
@@ -161,7 +157,8 @@ class Gateway:
         self.ledger = Ledger(self.store)
         self.bus, self.counters = _shared_state(config, bus, counters)
         self.keys.on_change(self.bus.publish)
-        self._transport = transport
+        self._transport = options.get("transport")
+        self._upstream = options.get("upstream")  # injected: used as is, closed at shutdown
         self._client: UpstreamClient | None = None
         self._failover: Failover | None = None
         self.platform_keys = {p: SecretStr(k) for p, k in config.platform_keys.items()}
@@ -197,7 +194,7 @@ class Gateway:
         except BaseException:
             await self.store.close()
             raise
-        self._client = upstream_client(self.config, self._transport)
+        self._client = self._upstream or upstream_client(self.config, self._transport)
         self._failover = Failover(
             self._client, self.upstreams, health=self.health, limits=self.limits, clock=self.clock
         )
