@@ -193,7 +193,7 @@ def in_process_reprs(gateway: Gateway) -> str:
                 repr(core.keys),
                 repr(core.keyring),
                 repr(core.platform_keys),
-                repr(core._key_uses),
+                repr(core.upstreams._key_uses),
                 str(core.config),
             ]
             for tenant in await core.store.list_tenants():
