@@ -16,7 +16,9 @@ from byok_middleware.storage.postgres import PostgresStore, apply_migrations
 from tests.services import fresh_database, service_url
 from tests.store_contract import T0, StoreContract, key, tenant, usage
 
-TABLES = "tenants, gateway_keys, provider_keys, usage"
+TABLES = (
+    "tenants, gateway_keys, provider_keys, usage, tenant_policies, webhooks, webhook_deliveries"
+)
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,8 @@ from byok_middleware.errors import ConfigurationError
 from byok_middleware.storage import KeyStore, MemoryStore, SQLiteStore, store_from_url
 from byok_middleware.storage.base import UsageRecord
 from byok_middleware.storage.migrations import SQLITE_MIGRATIONS, latest_version
-from byok_middleware.storage.sqlite import (
-    _USAGE_FIELDS,
-    _encode_record,
-    _encode_usage,
-    apply_migrations,
-)
+from byok_middleware.storage.sql import USAGE_COLUMNS
+from byok_middleware.storage.sqlite import _encode_record, _encode_usage, apply_migrations
 from tests.store_contract import T0, StoreContract, key, tenant, usage
 
 
@@ -233,4 +229,4 @@ def test_store_from_url_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_ledger_row_encoder_matches_the_generic_one(row: UsageRecord) -> None:
     """The unrolled encoder of the per-request row binds what the generic one would, in the
     column order of the INSERT (a field added to UsageRecord fails here until both agree)."""
-    assert _encode_usage(row) == _encode_record(row, _USAGE_FIELDS)
+    assert _encode_usage(row) == _encode_record(row, USAGE_COLUMNS)

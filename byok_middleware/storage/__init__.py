@@ -1,4 +1,5 @@
-"""Persistence behind the ``KeyStore`` Protocol, and ``store_from_url`` to pick a backend."""
+"""Persistence behind the ``KeyStore`` and ``AdminStore`` Protocols, and ``store_from_url`` to
+pick a backend."""
 
 from __future__ import annotations
 
@@ -6,22 +7,35 @@ import importlib
 
 from byok_middleware.errors import ConfigurationError
 from byok_middleware.storage.base import (
+    ADMIN_GROUP_BY,
     GROUP_BY,
     KEY_CHANGE_FIELDS,
+    AdminStore,
+    AdminUsageRow,
+    GatewayKeyInfo,
     KeyChanges,
     KeyStatus,
     KeyStore,
     ProviderKeyRecord,
     Tenant,
+    TenantPolicy,
+    TooManyKeys,
+    UsageBatchError,
     UsageRecord,
     UsageTotal,
+    WebhookConfig,
+    WebhookDelivery,
 )
 from byok_middleware.storage.memory import MemoryStore
 from byok_middleware.storage.sqlite import SQLiteStore
 
 __all__ = [
+    "ADMIN_GROUP_BY",
     "GROUP_BY",
     "KEY_CHANGE_FIELDS",
+    "AdminStore",
+    "AdminUsageRow",
+    "GatewayKeyInfo",
     "KeyChanges",
     "KeyStatus",
     "KeyStore",
@@ -29,8 +43,13 @@ __all__ = [
     "ProviderKeyRecord",
     "SQLiteStore",
     "Tenant",
+    "TenantPolicy",
+    "TooManyKeys",
+    "UsageBatchError",
     "UsageRecord",
     "UsageTotal",
+    "WebhookConfig",
+    "WebhookDelivery",
     "store_from_url",
 ]
 
@@ -40,7 +59,7 @@ _EXAMPLES = (
 )
 
 
-def store_from_url(url: str) -> KeyStore:
+def store_from_url(url: str) -> AdminStore:
     """The store a database URL names; nothing is opened yet.
 
     ``sqlite:///relative.db`` and ``sqlite:////abs/path.db`` give a :class:`SQLiteStore` on that
@@ -77,7 +96,7 @@ def _sqlite_path(rest: str) -> str:
     return path
 
 
-def _postgres_store(url: str) -> KeyStore:
+def _postgres_store(url: str) -> AdminStore:
     try:
         # Imported here so that SQLite users need neither asyncpg nor the module.
         module = importlib.import_module("byok_middleware.storage.postgres")
@@ -86,5 +105,5 @@ def _postgres_store(url: str) -> KeyStore:
             "PostgreSQL storage is not available; install it with "
             "`pip install 'byok_middleware[postgres]'`"
         ) from exc
-    store: KeyStore = module.PostgresStore(url)
+    store: AdminStore = module.PostgresStore(url)
     return store

@@ -1,8 +1,11 @@
-"""The storage contract: records as frozen dataclasses and the ``KeyStore`` Protocol.
+"""The storage contract: the ``KeyStore`` and ``AdminStore`` Protocols and the checks every
+backend applies the same way.
 
-A store persists three things: tenants with their gateway API keys (as SHA-256 hashes), provider
-keys (only ever as AES-GCM envelopes: a store never sees a plaintext key), and the usage ledger.
-Every backend passes the same contract suite (``tests/store_contract.py``).
+A store persists tenants with their gateway API keys (as SHA-256 hashes), provider keys (only
+ever as AES-GCM envelopes: a store never sees a plaintext key), the usage ledger, tenant
+policies and webhooks. Request-path code uses ``KeyStore``; the CLI, the admin API and tests use
+``AdminStore``, which every backend also implements. Every backend passes the same contract
+suite (``tests/store_contract.py``).
 
 Datetimes crossing this interface are timezone-aware: a store raises ``ValueError`` for a naive
 one (it cannot know which zone was meant, and a wrong guess shifts every time-window query) and
@@ -11,72 +14,82 @@ returns them in UTC. Money is ``Decimal`` and stays exact through storage and su
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from enum import StrEnum
 from types import NoneType
-from typing import Protocol, runtime_checkable
+
+from byok_middleware.storage.protocols import AdminStore, KeyStore
+from byok_middleware.storage.records import (
+    ADMIN_GROUP_BY,
+    BUDGET_PERIODS,
+    CACHE_MODES,
+    GROUP_BY,
+    PLATFORM_FALLBACKS,
+    UNPRICED_MODES,
+    AdminUsageRow,
+    GatewayKeyInfo,
+    KeyStatus,
+    ProviderKeyRecord,
+    Tenant,
+    TenantPolicy,
+    UsageRecord,
+    UsageTotal,
+    WebhookConfig,
+    WebhookDelivery,
+)
 
 __all__ = [
+    "ADMIN_GROUP_BY",
     "GROUP_BY",
     "KEY_CHANGE_FIELDS",
+    "AdminStore",
+    "AdminUsageRow",
+    "GatewayKeyInfo",
     "KeyChanges",
     "KeyStatus",
     "KeyStore",
     "ProviderKeyRecord",
     "Tenant",
+    "TenantPolicy",
+    "TooManyKeys",
+    "UsageBatchError",
     "UsageRecord",
     "UsageTotal",
+    "WebhookConfig",
+    "WebhookDelivery",
+    "check_admin_group_by",
+    "check_group_by",
+    "check_limit",
+    "check_policy",
+    "decode_cursor",
+    "encode_cursor",
     "require_aware",
     "validate_key_changes",
 ]
 
 
-class KeyStatus(StrEnum):
-    ACTIVE = "active"
-    INACTIVE = "inactive"
-    INVALID = "invalid"  # the provider rejected the key (401/403)
-    COOLING_DOWN = "cooling_down"  # rate-limited until ``cooldown_until``
+class TooManyKeys(ValueError):
+    """``insert_key`` refused a key: the tenant already has ``max_keys`` of them."""
+
+    def __init__(self, max_keys: int) -> None:
+        super().__init__(f"a tenant may register at most {max_keys} provider keys")
+        self.max_keys = max_keys
 
 
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    id: str
-    name: str
-    created_at: datetime
-    revoked_at: datetime | None = None
+class UsageBatchError(ValueError):
+    """``record_usage`` stored none of a batch.
 
+    ``bad_rows`` are the indexes (into the batch) of the rows the store knows it cannot take,
+    or None when the database refused the batch without saying which row it was; then the
+    caller can write the rows one by one to find out. A connection failure is not this error.
+    """
 
-@dataclass(frozen=True, slots=True)
-class ProviderKeyRecord:
-    """A tenant's provider key as stored. ``ciphertext`` is the crypto envelope, never plaintext."""
-
-    id: str
-    tenant_id: str
-    provider: str
-    ciphertext: bytes
-    is_active: bool
-    priority: int
-    label: str | None
-    always_use: bool
-    status: KeyStatus
-    created_at: datetime
-    updated_at: datetime
-    last_used_at: datetime | None = None
-    last_error: str | None = None
-    cooldown_until: datetime | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    monthly_budget_usd: Decimal | None = None
-
-    def __repr__(self) -> str:
-        # The envelope is not secret without the master key, but it is noise in logs.
-        return (
-            f"ProviderKeyRecord(id={self.id!r}, tenant_id={self.tenant_id!r}, "
-            f"provider={self.provider!r}, priority={self.priority}, status={self.status.value!r})"
-        )
+    def __init__(self, message: str, bad_rows: tuple[int, ...] | None) -> None:
+        super().__init__(message)
+        self.bad_rows = bad_rows
 
 
 # Columns a KeyChanges may set, with the types each accepts; ``ciphertext`` only together with a
@@ -107,6 +120,26 @@ def require_aware(value: datetime | None, name: str) -> None:
         raise ValueError(f"{name} must be a timezone-aware datetime")
 
 
+def check_limit(limit: int) -> None:
+    """Raise ``ValueError`` unless ``limit >= 1`` (SQLite reads a negative LIMIT as "all")."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+
+
+def check_group_by(group_by: str | None) -> None:
+    """Raise ``ValueError`` unless ``group_by`` is None or one of ``GROUP_BY``."""
+    if group_by is not None and group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}")
+
+
+def check_admin_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    """``group_by`` as a tuple, if each is one of ``ADMIN_GROUP_BY`` and none repeats."""
+    keys = (group_by,) if isinstance(group_by, str) else tuple(group_by)
+    if any(k not in ADMIN_GROUP_BY for k in keys) or len(set(keys)) != len(keys):
+        raise ValueError(f"group_by must be distinct values of {', '.join(ADMIN_GROUP_BY)}")
+    return keys
+
+
 def validate_key_changes(changes: KeyChanges) -> dict[str, object]:
     """Check a change set for ``KeyStore.update_key``; return it with ``status`` as a KeyStatus.
 
@@ -130,138 +163,43 @@ def validate_key_changes(changes: KeyChanges) -> dict[str, object]:
     return checked
 
 
-@dataclass(slots=True)
-class UsageRecord:
-    """One proxied request in the ledger. Never a key, never a prompt. Treat it as immutable.
-
-    Not ``frozen`` for the reason given on ``pricing.Usage``: one is built for every request.
-    """
-
-    request_id: str
-    tenant_id: str
-    key_id: str | None
-    provider: str
-    model: str
-    endpoint: str
-    attribution: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    cost_usd: Decimal | None
-    status_code: int
-    latency_ms: float
-    created_at: datetime
-    attempts: int = 1
-    cache_hit: bool = False
-    error_type: str | None = None
+def check_policy(policy: TenantPolicy) -> None:
+    """Raise ``ValueError`` for a policy value outside its documented set, a negative budget,
+    a model list that is not a tuple of strings, or a naive ``updated_at``."""
+    choices: tuple[tuple[str, object, tuple[object, ...]], ...] = (
+        ("budget_period", policy.budget_period, BUDGET_PERIODS),
+        ("platform_fallback", policy.platform_fallback, PLATFORM_FALLBACKS),
+        ("unpriced", policy.unpriced, (None, *UNPRICED_MODES)),
+        ("cache", policy.cache, (None, *CACHE_MODES)),
+    )
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}")
+    for budget in (policy.budget_usd, policy.platform_budget_usd):
+        if budget is not None and (not isinstance(budget, Decimal) or budget < 0):
+            raise ValueError("a budget must be a Decimal of at least 0")
+    models = policy.platform_models
+    if models is not None and (
+        not isinstance(models, tuple) or not all(isinstance(m, str) for m in models)
+    ):
+        raise ValueError("platform_models must be a tuple of model names")
+    require_aware(policy.updated_at, "updated_at")
 
 
-GROUP_BY = ("provider", "model", "attribution", "day")
+def encode_cursor(created_at: datetime, request_id: str) -> str:
+    """The opaque ``list_requests`` cursor after the row of this time and request id."""
+    text = f"{created_at.astimezone(UTC).isoformat()}|{request_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-@dataclass(frozen=True, slots=True)
-class UsageTotal:
-    """Ledger totals of one group (``group`` is None for the grand total)."""
-
-    group: str | None
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: Decimal
-    unpriced_requests: int  # rows whose cost is unknown; their cost is not in ``cost_usd``
-
-
-@runtime_checkable
-class KeyStore(Protocol):
-    """Async persistence for tenants, provider keys and the usage ledger.
-
-    Every method that takes ``tenant_id`` only ever sees or changes that tenant's rows.
-    """
-
-    async def open(self) -> None:
-        """Connect and run pending migrations. Idempotent."""
-
-    async def close(self) -> None:
-        """Release connections. Idempotent."""
-
-    # Tenants and gateway API keys
-    async def create_tenant(self, tenant: Tenant, key_hash: str) -> None:
-        """Store a tenant with its first gateway key.
-
-        Raises ``ValueError`` if the name is taken by a tenant that is not revoked, or the id or
-        the key hash already exists; then nothing is stored.
-        """
-
-    async def list_tenants(self) -> list[Tenant]:
-        """Every tenant, revoked ones included, oldest first."""
-
-    async def revoke_tenant(self, name: str, when: datetime) -> bool:
-        """Revoke the tenant and its gateway keys; False if no such active tenant."""
-
-    async def add_gateway_key(self, tenant_id: str, key_hash: str, when: datetime) -> None:
-        """Raises ``ValueError`` if the tenant does not exist or the hash is already stored."""
-
-    async def tenant_for_key_hash(self, key_hash: str) -> str | None:
-        """The tenant id owning a gateway key with this SHA-256 hex hash; None if either the key
-        or its tenant is revoked."""
-
-    # Provider keys
-    async def insert_key(self, record: ProviderKeyRecord) -> None:
-        """Raises ``ValueError`` if a key with this id exists (in any tenant)."""
-
-    async def get_key(self, tenant_id: str, key_id: str) -> ProviderKeyRecord | None: ...
-
-    async def list_keys(
-        self, tenant_id: str, provider: str | None = None
-    ) -> list[ProviderKeyRecord]:
-        """Ordered by provider, then priority, then created_at, then id."""
-
-    async def count_keys(self, tenant_id: str) -> int:
-        """How many keys the tenant has, of any status."""
-
-    async def update_key(
-        self, tenant_id: str, key_id: str, changes: KeyChanges, when: datetime
-    ) -> ProviderKeyRecord | None:
-        """Apply ``changes`` and set ``updated_at``; return the new record, None if the key is not
-        the tenant's. Raises ``ValueError`` as ``validate_key_changes`` does, changing nothing."""
-
-    async def delete_key(self, tenant_id: str, key_id: str) -> bool:
-        """True if the tenant's key was deleted; False if it is not the tenant's."""
-
-    async def iter_key_batch(self, after_id: str | None, limit: int) -> list[ProviderKeyRecord]:
-        """All tenants' keys with id > ``after_id``, ordered by id, at most ``limit`` (>= 1, else
-        ``ValueError``), for re-encryption in batches."""
-
-    async def replace_ciphertext(self, key_id: str, old: bytes, new: bytes) -> bool:
-        """Compare-and-swap of one envelope (rotation); False if the row changed meanwhile.
-
-        ``updated_at`` is left alone: re-encryption does not change the key the tenant sees.
-        """
-
-    # Usage ledger
-    async def record_usage(self, rows: Sequence[UsageRecord]) -> None:
-        """Insert rows in one transaction; a row whose request_id exists is ignored."""
-
-    async def usage_totals(
-        self,
-        tenant_id: str,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        group_by: str | None = None,
-    ) -> list[UsageTotal]:
-        """Totals over ``[since, until)``.
-
-        ``group_by`` is one of ``GROUP_BY`` (else ``ValueError``); ``day`` groups by the UTC date
-        as ``"YYYY-MM-DD"``. Without ``group_by`` the result is exactly one total (zeros when no
-        row matches); with it, one total per group that has rows, ordered by group.
-        """
-
-    async def list_usage(
-        self, tenant_id: str, *, limit: int = 100, since: datetime | None = None
-    ) -> list[UsageRecord]:
-        """At most ``limit`` (>= 1, else ``ValueError``) rows at or after ``since``, newest
-        first."""
-
-    async def key_spend(self, key_id: str, since: datetime) -> Decimal:
-        """Total priced cost of the rows served by ``key_id`` at or after ``since``."""
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, request_id) a cursor stands for; ``ValueError`` if it is not one."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, sep, request_id = text.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("invalid cursor") from None
+    if not sep or created_at.utcoffset() is None:
+        raise ValueError("invalid cursor")
+    return created_at.astimezone(UTC), request_id

@@ -1,10 +1,11 @@
-"""Versioned schema migrations, as data.
+"""Versioned schema migrations, as data, written once and rendered per dialect.
 
-A backend keeps its own ordered list of :class:`Migration` (the SQL differs per database) and the
+Each :class:`Migration` holds neutral statements (``{text_c}``, ``{time}``, ``{money}``,
+``{flag:column}``, ... are the column types of ``storage.sql.Dialect``). Every backend keeps the
 same bookkeeping: a ``schema_version`` table holding one row per applied version, and
 :func:`pending` to decide what still has to run. Applying them, in one transaction that also
-records the versions, is the backend's job. A migration is never edited once released; a change is
-a new version appended to the list.
+records the versions, is the backend's job. A migration is never changed once released (its
+rendered schema stays what it was); a change is a new version appended to the list.
 """
 
 from __future__ import annotations
@@ -13,8 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from byok_middleware.errors import ConfigurationError
+from byok_middleware.storage.sql import POSTGRES, SQLITE, Dialect
 
-__all__ = ["POSTGRES_MIGRATIONS", "SQLITE_MIGRATIONS", "Migration", "latest_version", "pending"]
+__all__ = [
+    "MIGRATIONS",
+    "POSTGRES_MIGRATIONS",
+    "SQLITE_MIGRATIONS",
+    "Migration",
+    "latest_version",
+    "pending",
+    "rendered",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,160 +60,144 @@ def pending(migrations: Sequence[Migration], current: int) -> list[Migration]:
     return [m for m in migrations if m.version > current]
 
 
-# Storage formats shared by every SQLite table: datetimes are fixed-width ISO-8601 UTC text
-# ("2025-01-31T23:59:59.000000Z"), so text order is time order and range queries use the indexes;
-# Decimals are TEXT (exact); booleans are 0/1.
-SQLITE_MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        version=1,
-        description="tenants, gateway keys, provider keys and the usage ledger",
-        statements=(
-            """
-            CREATE TABLE tenants (
-                id          TEXT PRIMARY KEY,
-                name        TEXT NOT NULL,
-                created_at  TEXT NOT NULL,
-                revoked_at  TEXT
-            )
-            """,
-            # A name may be reused once its previous owner is revoked.
-            "CREATE UNIQUE INDEX tenants_active_name ON tenants (name) WHERE revoked_at IS NULL",
-            """
-            CREATE TABLE gateway_keys (
-                key_hash    TEXT PRIMARY KEY,
-                tenant_id   TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
-                created_at  TEXT NOT NULL,
-                revoked_at  TEXT
-            )
-            """,
-            "CREATE INDEX gateway_keys_tenant ON gateway_keys (tenant_id)",
-            # No foreign key to tenants here or in usage: with a host's own ``identify=`` the
-            # tenant ids come from the host and have no row in ``tenants``.
-            """
-            CREATE TABLE provider_keys (
-                id                  TEXT PRIMARY KEY,
-                tenant_id           TEXT NOT NULL,
-                provider            TEXT NOT NULL,
-                ciphertext          BLOB NOT NULL,
-                is_active           INTEGER NOT NULL CHECK (is_active IN (0, 1)),
-                priority            INTEGER NOT NULL,
-                label               TEXT,
-                always_use          INTEGER NOT NULL CHECK (always_use IN (0, 1)),
-                status              TEXT NOT NULL,
-                created_at          TEXT NOT NULL,
-                updated_at          TEXT NOT NULL,
-                last_used_at        TEXT,
-                last_error          TEXT,
-                cooldown_until      TEXT,
-                rpm                 INTEGER,
-                tpm                 INTEGER,
-                monthly_budget_usd  TEXT
-            )
-            """,
-            "CREATE INDEX provider_keys_tenant ON provider_keys (tenant_id, provider, priority)",
-            # ``seq`` (the rowid) orders rows written in the same microsecond by insertion.
-            """
-            CREATE TABLE usage (
-                seq                 INTEGER PRIMARY KEY,
-                request_id          TEXT NOT NULL UNIQUE,
-                tenant_id           TEXT NOT NULL,
-                key_id              TEXT,
-                provider            TEXT NOT NULL,
-                model               TEXT NOT NULL,
-                endpoint            TEXT NOT NULL,
-                attribution         TEXT NOT NULL,
-                prompt_tokens       INTEGER NOT NULL,
-                completion_tokens   INTEGER NOT NULL,
-                cached_tokens       INTEGER NOT NULL,
-                cost_usd            TEXT,
-                status_code         INTEGER NOT NULL,
-                latency_ms          REAL NOT NULL,
-                created_at          TEXT NOT NULL,
-                attempts            INTEGER NOT NULL,
-                cache_hit           INTEGER NOT NULL CHECK (cache_hit IN (0, 1)),
-                error_type          TEXT
-            )
-            """,
-            "CREATE INDEX usage_tenant_time ON usage (tenant_id, created_at)",
-            "CREATE INDEX usage_key_time ON usage (key_id, created_at)",
-        ),
+def rendered(migrations: Sequence[Migration], dialect: Dialect) -> tuple[Migration, ...]:
+    """``migrations`` with every statement in ``dialect``."""
+    return tuple(
+        Migration(m.version, m.description, tuple(dialect.render(s) for s in m.statements))
+        for m in migrations
+    )
+
+
+# No foreign key to tenants from provider_keys or usage: with a host's own ``identify=`` the
+# tenant ids come from the host and have no row in ``tenants``.
+_V1 = Migration(
+    version=1,
+    description="tenants, gateway keys, provider keys and the usage ledger",
+    statements=(
+        """
+        CREATE TABLE tenants (
+            id          {text_c} PRIMARY KEY,
+            name        {text_c} NOT NULL,
+            created_at  {time} NOT NULL,
+            revoked_at  {time}
+        )
+        """,
+        # A name may be reused once its previous owner is revoked.
+        "CREATE UNIQUE INDEX tenants_active_name ON tenants (name) WHERE revoked_at IS NULL",
+        """
+        CREATE TABLE gateway_keys (
+            key_hash    TEXT PRIMARY KEY,
+            tenant_id   {text_c} NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            created_at  {time} NOT NULL,
+            revoked_at  {time}
+        )
+        """,
+        "CREATE INDEX gateway_keys_tenant ON gateway_keys (tenant_id)",
+        """
+        CREATE TABLE provider_keys (
+            id                  {text_c} PRIMARY KEY,
+            tenant_id           {text_c} NOT NULL,
+            provider            {text_c} NOT NULL,
+            ciphertext          {blob} NOT NULL,
+            is_active           {flag:is_active},
+            priority            INTEGER NOT NULL,
+            label               TEXT,
+            always_use          {flag:always_use},
+            status              TEXT NOT NULL,
+            created_at          {time} NOT NULL,
+            updated_at          {time} NOT NULL,
+            last_used_at        {time},
+            last_error          TEXT,
+            cooldown_until      {time},
+            rpm                 INTEGER,
+            tpm                 INTEGER,
+            monthly_budget_usd  {money}
+        )
+        """,
+        "CREATE INDEX provider_keys_tenant ON provider_keys (tenant_id, provider, priority)",
+        # ``seq`` orders rows written in the same microsecond by insertion.
+        """
+        CREATE TABLE usage (
+            seq                 {seq},
+            request_id          TEXT NOT NULL UNIQUE,
+            tenant_id           {text_c} NOT NULL,
+            key_id              {text_c},
+            provider            {text_c} NOT NULL,
+            model               {text_c} NOT NULL,
+            endpoint            TEXT NOT NULL,
+            attribution         {text_c} NOT NULL,
+            prompt_tokens       {bigint} NOT NULL,
+            completion_tokens   {bigint} NOT NULL,
+            cached_tokens       {bigint} NOT NULL,
+            cost_usd            {money},
+            status_code         INTEGER NOT NULL,
+            latency_ms          {real} NOT NULL,
+            created_at          {time} NOT NULL,
+            attempts            INTEGER NOT NULL,
+            cache_hit           {flag:cache_hit},
+            error_type          TEXT
+        )
+        """,
+        "CREATE INDEX usage_tenant_time ON usage (tenant_id, created_at)",
+        "CREATE INDEX usage_key_time ON usage (key_id, created_at)",
     ),
 )
 
-
-# PostgreSQL: times are timestamptz, money NUMERIC (exact, any scale), booleans BOOLEAN, envelopes
-# BYTEA. Text that is ordered or grouped on is COLLATE "C", so its order is the same byte order as
-# SQLite's and Python's whatever locale the cluster was created with.
-POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        version=1,
-        description="tenants, gateway keys, provider keys and the usage ledger",
-        statements=(
-            """
-            CREATE TABLE tenants (
-                id          TEXT COLLATE "C" PRIMARY KEY,
-                name        TEXT COLLATE "C" NOT NULL,
-                created_at  TIMESTAMPTZ NOT NULL,
-                revoked_at  TIMESTAMPTZ
-            )
-            """,
-            "CREATE UNIQUE INDEX tenants_active_name ON tenants (name) WHERE revoked_at IS NULL",
-            """
-            CREATE TABLE gateway_keys (
-                key_hash    TEXT PRIMARY KEY,
-                tenant_id   TEXT COLLATE "C" NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
-                created_at  TIMESTAMPTZ NOT NULL,
-                revoked_at  TIMESTAMPTZ
-            )
-            """,
-            "CREATE INDEX gateway_keys_tenant ON gateway_keys (tenant_id)",
-            """
-            CREATE TABLE provider_keys (
-                id                  TEXT COLLATE "C" PRIMARY KEY,
-                tenant_id           TEXT COLLATE "C" NOT NULL,
-                provider            TEXT COLLATE "C" NOT NULL,
-                ciphertext          BYTEA NOT NULL,
-                is_active           BOOLEAN NOT NULL,
-                priority            INTEGER NOT NULL,
-                label               TEXT,
-                always_use          BOOLEAN NOT NULL,
-                status              TEXT NOT NULL,
-                created_at          TIMESTAMPTZ NOT NULL,
-                updated_at          TIMESTAMPTZ NOT NULL,
-                last_used_at        TIMESTAMPTZ,
-                last_error          TEXT,
-                cooldown_until      TIMESTAMPTZ,
-                rpm                 INTEGER,
-                tpm                 INTEGER,
-                monthly_budget_usd  NUMERIC
-            )
-            """,
-            "CREATE INDEX provider_keys_tenant ON provider_keys (tenant_id, provider, priority)",
-            # ``seq`` orders rows written in the same microsecond by insertion.
-            """
-            CREATE TABLE usage (
-                seq                 BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                request_id          TEXT NOT NULL UNIQUE,
-                tenant_id           TEXT COLLATE "C" NOT NULL,
-                key_id              TEXT COLLATE "C",
-                provider            TEXT COLLATE "C" NOT NULL,
-                model               TEXT COLLATE "C" NOT NULL,
-                endpoint            TEXT NOT NULL,
-                attribution         TEXT COLLATE "C" NOT NULL,
-                prompt_tokens       BIGINT NOT NULL,
-                completion_tokens   BIGINT NOT NULL,
-                cached_tokens       BIGINT NOT NULL,
-                cost_usd            NUMERIC,
-                status_code         INTEGER NOT NULL,
-                latency_ms          DOUBLE PRECISION NOT NULL,
-                created_at          TIMESTAMPTZ NOT NULL,
-                attempts            INTEGER NOT NULL,
-                cache_hit           BOOLEAN NOT NULL,
-                error_type          TEXT
-            )
-            """,
-            "CREATE INDEX usage_tenant_time ON usage (tenant_id, created_at)",
-            "CREATE INDEX usage_key_time ON usage (key_id, created_at)",
-        ),
+# Gateway keys get an id (for the admin API to name them; existing keys derive theirs from the
+# hash), a display prefix and a last-use time. ``usage_time`` serves the operator's views of
+# every tenant's ledger, newest first.
+_V2 = Migration(
+    version=2,
+    description="ledger timing and cache savings, gateway key listing, policies and webhooks",
+    statements=(
+        "ALTER TABLE usage ADD COLUMN ttft_ms {real}",
+        "ALTER TABLE usage ADD COLUMN cost_source TEXT",
+        "ALTER TABLE usage ADD COLUMN cost_saved_usd {money}",
+        "CREATE INDEX usage_time ON usage (created_at)",
+        "ALTER TABLE gateway_keys ADD COLUMN id {text_c}",
+        "ALTER TABLE gateway_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE gateway_keys ADD COLUMN last_used_at {time}",
+        "UPDATE gateway_keys SET id = 'gk_' || substr(key_hash, 1, 24) WHERE id IS NULL",
+        "CREATE UNIQUE INDEX gateway_keys_id ON gateway_keys (id)",
+        """
+        CREATE TABLE tenant_policies (
+            tenant_id           {text_c} PRIMARY KEY,
+            budget_usd          {money},
+            platform_budget_usd {money},
+            budget_period       TEXT NOT NULL,
+            platform_fallback   TEXT NOT NULL,
+            platform_models     TEXT,
+            unpriced            TEXT,
+            clamp_max_tokens    {flag:clamp_max_tokens},
+            cache               TEXT,
+            updated_at          {time}
+        )
+        """,
+        """
+        CREATE TABLE webhooks (
+            tenant_id           {text_c} PRIMARY KEY,
+            url                 TEXT NOT NULL,
+            events              TEXT NOT NULL,
+            secret_ciphertext   {blob} NOT NULL,
+            updated_at          {time} NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE webhook_deliveries (
+            id                  {text_c} PRIMARY KEY,
+            tenant_id           {text_c} NOT NULL,
+            event               TEXT NOT NULL,
+            status_code         INTEGER,
+            attempt             INTEGER NOT NULL,
+            error               TEXT,
+            created_at          {time} NOT NULL
+        )
+        """,
+        "CREATE INDEX webhook_deliveries_tenant_time ON webhook_deliveries (tenant_id, created_at)",
     ),
 )
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+
+SQLITE_MIGRATIONS = rendered(MIGRATIONS, SQLITE)
+POSTGRES_MIGRATIONS = rendered(MIGRATIONS, POSTGRES)

@@ -1,4 +1,7 @@
-"""The default ``KeyStore``: one SQLite file through aiosqlite.
+"""The default store: one SQLite file through aiosqlite.
+
+Every query is the shared SQL of ``SQLStore`` (``storage.sql*``); this module holds only the
+connection, transactions, the codecs of SQLite's column formats and its error mapping.
 
 One connection per store (aiosqlite runs it on its own thread) in WAL mode, so readers in other
 processes never block on a writer. Because every coroutine shares that connection, and a SQLite
@@ -8,60 +11,28 @@ half of someone else's transaction. Several processes on the same file are fine 
 ``busy_timeout``); several hosts on a network file system are not, use PostgreSQL there.
 
 Formats: datetimes are fixed-width ISO-8601 UTC text, Decimals TEXT, booleans 0/1 (see
-``migrations.SQLITE_MIGRATIONS``).
+``storage.sql.SQLITE``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
-from byok_middleware.storage.base import (
-    GROUP_BY,
-    KeyChanges,
-    KeyStatus,
-    ProviderKeyRecord,
-    Tenant,
-    UsageRecord,
-    UsageTotal,
-    require_aware,
-    validate_key_changes,
-)
+from byok_middleware.storage.base import KeyStatus, UsageRecord, require_aware
 from byok_middleware.storage.migrations import SQLITE_MIGRATIONS, Migration, pending
+from byok_middleware.storage.sql import SQLITE, Row, Violation
+from byok_middleware.storage.sql_store import SQLStore
 
 __all__ = ["SQLiteStore", "apply_migrations"]
-
-_R = TypeVar("_R", Tenant, ProviderKeyRecord, UsageRecord)
-
-_KEY_FIELDS = tuple(f.name for f in dataclasses.fields(ProviderKeyRecord))
-_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
-# Column lists come from the record types, so a new field cannot be silently left unstored.
-_SELECT_KEYS = f"SELECT {', '.join(_KEY_FIELDS)} FROM provider_keys"  # noqa: S608 -- constant
-_INSERT_KEY = (
-    f"INSERT INTO provider_keys ({', '.join(_KEY_FIELDS)}) "  # noqa: S608 -- constant
-    f"VALUES ({', '.join('?' * len(_KEY_FIELDS))})"
-)
-_SELECT_USAGE = f"SELECT {', '.join(_USAGE_FIELDS)} FROM usage"  # noqa: S608 -- constant
-_INSERT_USAGE = (
-    f"INSERT OR IGNORE INTO usage ({', '.join(_USAGE_FIELDS)}) "  # noqa: S608 -- constant
-    f"VALUES ({', '.join('?' * len(_USAGE_FIELDS))})"
-)
-# Trusted SQL for each grouping; user input only ever selects one of these.
-_GROUP_SQL = {
-    "provider": "provider",
-    "model": "model",
-    "attribution": "attribution",
-    "day": "substr(created_at, 1, 10)",  # "YYYY-MM-DD" of the UTC timestamp
-}
 
 
 # The last second formatted by ``_ts`` and its text, replaced as one tuple (so threads can share
@@ -101,9 +72,9 @@ def _encode_record(record: object, names: Sequence[str]) -> tuple[object, ...]:
 
 
 def _encode_usage(row: UsageRecord) -> tuple[object, ...]:
-    """A ledger row as ``_INSERT_USAGE`` binds it: ``_encode_record`` unrolled for the one record
+    """A ledger row as the shared INSERT binds it: ``_encode_record`` unrolled for the one record
     written per request (its types are fixed, so no per-field type dispatch)."""
-    cost = row.cost_usd
+    cost, saved = row.cost_usd, row.cost_saved_usd
     return (
         row.request_id,
         row.tenant_id,
@@ -122,31 +93,27 @@ def _encode_usage(row: UsageRecord) -> tuple[object, ...]:
         row.attempts,
         int(row.cache_hit),
         row.error_type,
+        row.ttft_ms,
+        row.cost_source,
+        None if saved is None else str(saved),
     )
 
 
-# Columns whose stored form is not already the Python value (NULL stays None).
+# Columns whose stored form is not already the Python value (NULL stays None). The names are
+# unique across tables, so one map serves every record.
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "ciphertext": bytes,
-    "is_active": bool,
-    "always_use": bool,
-    "cache_hit": bool,
-    "status": KeyStatus,
-    "monthly_budget_usd": Decimal,
-    "cost_usd": Decimal,
+    "secret_ciphertext": bytes,
+    **dict.fromkeys(("is_active", "always_use", "cache_hit", "clamp_max_tokens"), bool),
+    **dict.fromkeys(
+        ("monthly_budget_usd", "cost_usd", "cost_saved_usd", "budget_usd", "platform_budget_usd"),
+        Decimal,
+    ),
     **dict.fromkeys(
         ("created_at", "updated_at", "revoked_at", "last_used_at", "cooldown_until"),
         datetime.fromisoformat,
     ),
 }
-
-
-def _decode(cls: type[_R], row: sqlite3.Row) -> _R:
-    values: dict[str, Any] = {}
-    for name in row.keys():  # noqa: SIM118 -- sqlite3.Row iterates values, not names
-        raw, decoder = row[name], _DECODERS.get(name)
-        values[name] = decoder(raw) if decoder is not None and raw is not None else raw
-    return cls(**values)
 
 
 def _exact_sum(concatenated: str | None) -> Decimal:
@@ -157,24 +124,23 @@ def _exact_sum(concatenated: str | None) -> Decimal:
     return sum((Decimal(part) for part in concatenated.split(",")), Decimal(0))
 
 
-def _check_limit(limit: int) -> None:
-    # SQLite reads a negative LIMIT as "no limit"; refuse it rather than return everything.
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
+class _Session:
+    """The store's one connection taking neutral statements (``storage.sql.Session``)."""
 
+    __slots__ = ("_conn",)
 
-def _window(
-    tenant_id: str, since: datetime | None, until: datetime | None
-) -> tuple[str, list[object]]:
-    """A WHERE clause (trusted text) and its parameters for a tenant's ledger in [since, until)."""
-    where, params = "tenant_id = ?", list[object]([tenant_id])
-    if since is not None:
-        where += " AND created_at >= ?"
-        params.append(_ts(since, "since"))
-    if until is not None:
-        where += " AND created_at < ?"
-        params.append(_ts(until, "until"))
-    return where, params
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return list(await self._conn.execute_fetchall(SQLITE.render(sql), tuple(params)))
+
+    async def execute(self, sql: str, params: Sequence[object] = ()) -> int:
+        async with self._conn.execute(SQLITE.render(sql), tuple(params)) as cursor:
+            return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        await self._conn.executemany(SQLITE.render(sql), rows)
 
 
 async def apply_migrations(conn: aiosqlite.Connection, migrations: Sequence[Migration]) -> int:
@@ -207,8 +173,8 @@ async def apply_migrations(conn: aiosqlite.Connection, migrations: Sequence[Migr
     return int(current)
 
 
-class SQLiteStore:
-    """A ``KeyStore`` in one SQLite file; see ``KeyStore`` for what each method promises.
+class SQLiteStore(SQLStore):
+    """An ``AdminStore`` in one SQLite file; see ``AdminStore`` for what each method promises.
 
     ``path`` may be ``":memory:"`` (private to this store, gone on close). Nothing touches the
     disk before ``open()`` or the first call, which opens the store on demand.
@@ -279,211 +245,55 @@ class SQLiteStore:
         async with self._lock:
             yield await self._open_locked()
 
-    async def _fetch(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[_Session]:
         async with self._locked() as conn:
-            return list(await conn.execute_fetchall(sql, tuple(params)))
-
-    async def _write(self, sql: str, params: Iterable[object] = ()) -> int:
-        """Run one statement (atomic on its own) and return the number of rows it changed."""
-        async with self._locked() as conn, conn.execute(sql, tuple(params)) as cursor:
-            return cursor.rowcount
+            yield _Session(conn)
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self) -> AsyncIterator[_Session]:
         async with self._locked() as conn:
             # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
             # writes can fail with SQLITE_BUSY without waiting out busy_timeout.
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield _Session(conn)
                 await conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     await conn.execute("ROLLBACK")
                 raise
 
-    async def schema_version(self) -> int:
-        """The schema version of the open database (for diagnostics and tests)."""
-        rows = await self._fetch("SELECT max(version) FROM schema_version")
-        return int(rows[0][0] or 0)
+    # Codecs and errors for the shared SQL
 
-    # Tenants and gateway API keys
+    dialect = SQLITE
+    _constraint_errors = (sqlite3.IntegrityError,)
+    # OverflowError: an int beyond 64 bits, refused by the sqlite3 module before SQLite sees it.
+    _data_errors = (
+        sqlite3.IntegrityError,
+        sqlite3.DataError,
+        sqlite3.InterfaceError,
+        OverflowError,
+    )
 
-    async def create_tenant(self, tenant: Tenant, key_hash: str) -> None:
-        row = _encode_record(tenant, ("id", "name", "created_at", "revoked_at"))
-        try:
-            async with self._transaction() as conn:
-                await conn.execute(
-                    "INSERT INTO tenants (id, name, created_at, revoked_at) VALUES (?, ?, ?, ?)",
-                    row,
-                )
-                await conn.execute(
-                    "INSERT INTO gateway_keys (key_hash, tenant_id, created_at) VALUES (?, ?, ?)",
-                    (key_hash, tenant.id, row[2]),
-                )
-        except sqlite3.IntegrityError as exc:
-            # Only the partial index on active names constrains tenants.name.
-            if "tenants.name" in str(exc):
-                raise ValueError(f"the tenant name {tenant.name!r} is taken") from None
-            raise ValueError("a tenant with this id or gateway key hash exists") from None
+    def _encode(self, value: object, name: str) -> object:
+        return _encode(value, name)
 
-    async def list_tenants(self) -> list[Tenant]:
-        rows = await self._fetch(
-            "SELECT id, name, created_at, revoked_at FROM tenants ORDER BY created_at, id"
-        )
-        return [_decode(Tenant, row) for row in rows]
+    def _encode_usage(self, row: UsageRecord) -> tuple[object, ...]:
+        return _encode_usage(row)
 
-    async def revoke_tenant(self, name: str, when: datetime) -> bool:
-        revoked = _ts(when, "when")
-        async with self._transaction() as conn:
-            # The partial unique index allows at most one active tenant of this name.
-            sql = "SELECT id FROM tenants WHERE name = ? AND revoked_at IS NULL"
-            rows = list(await conn.execute_fetchall(sql, (name,)))
-            if not rows:
-                return False
-            tenant_id = rows[0]["id"]
-            await conn.execute(
-                "UPDATE tenants SET revoked_at = ? WHERE id = ?", (revoked, tenant_id)
-            )
-            await conn.execute(
-                "UPDATE gateway_keys SET revoked_at = ? WHERE tenant_id = ? AND revoked_at IS NULL",
-                (revoked, tenant_id),
-            )
-        return True
+    def _values(self, row: Row) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in row.keys():  # noqa: SIM118 -- sqlite3.Row iterates values, not names
+            raw, decoder = row[name], _DECODERS.get(name)
+            values[name] = decoder(raw) if decoder is not None and raw is not None else raw
+        return values
 
-    async def add_gateway_key(self, tenant_id: str, key_hash: str, when: datetime) -> None:
-        try:
-            await self._write(
-                "INSERT INTO gateway_keys (key_hash, tenant_id, created_at) VALUES (?, ?, ?)",
-                (key_hash, tenant_id, _ts(when, "when")),
-            )
-        except sqlite3.IntegrityError as exc:
-            if "FOREIGN KEY" in str(exc):
-                raise ValueError("no tenant with this id") from None
-            raise ValueError("this gateway key hash exists") from None
+    def _money(self, value: Any) -> Decimal:
+        return _exact_sum(value)
 
-    async def tenant_for_key_hash(self, key_hash: str) -> str | None:
-        rows = await self._fetch(
-            "SELECT t.id FROM gateway_keys g JOIN tenants t ON t.id = g.tenant_id "
-            "WHERE g.key_hash = ? AND g.revoked_at IS NULL AND t.revoked_at IS NULL",
-            (key_hash,),
-        )
-        return str(rows[0]["id"]) if rows else None
-
-    # Provider keys
-
-    async def insert_key(self, record: ProviderKeyRecord) -> None:
-        try:
-            await self._write(_INSERT_KEY, _encode_record(record, _KEY_FIELDS))
-        except sqlite3.IntegrityError:
-            raise ValueError("a provider key with this id exists") from None
-
-    async def get_key(self, tenant_id: str, key_id: str) -> ProviderKeyRecord | None:
-        rows = await self._fetch(
-            _SELECT_KEYS + " WHERE id = ? AND tenant_id = ?", (key_id, tenant_id)
-        )
-        return _decode(ProviderKeyRecord, rows[0]) if rows else None
-
-    async def list_keys(
-        self, tenant_id: str, provider: str | None = None
-    ) -> list[ProviderKeyRecord]:
-        where, params = " WHERE tenant_id = ?", [tenant_id]
-        if provider is not None:
-            where, params = where + " AND provider = ?", [tenant_id, provider]
-        order = " ORDER BY provider, priority, created_at, id"
-        return [
-            _decode(ProviderKeyRecord, row)
-            for row in await self._fetch(_SELECT_KEYS + where + order, params)
-        ]
-
-    async def count_keys(self, tenant_id: str) -> int:
-        rows = await self._fetch(
-            "SELECT count(*) FROM provider_keys WHERE tenant_id = ?", (tenant_id,)
-        )
-        return int(rows[0][0])
-
-    async def update_key(
-        self, tenant_id: str, key_id: str, changes: KeyChanges, when: datetime
-    ) -> ProviderKeyRecord | None:
-        values = {name: _encode(v, name) for name, v in validate_key_changes(changes).items()}
-        values["updated_at"] = _ts(when, "when")
-        # Column names come from KEY_CHANGE_FIELDS (validated above), never from the caller.
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        async with self._transaction() as conn:
-            async with conn.execute(
-                f"UPDATE provider_keys SET {assignments} WHERE id = ? AND tenant_id = ?",  # noqa: S608 -- whitelisted names
-                (*values.values(), key_id, tenant_id),
-            ) as cursor:
-                if cursor.rowcount == 0:
-                    return None
-            rows = list(await conn.execute_fetchall(_SELECT_KEYS + " WHERE id = ?", (key_id,)))
-        return _decode(ProviderKeyRecord, rows[0])
-
-    async def delete_key(self, tenant_id: str, key_id: str) -> bool:
-        sql = "DELETE FROM provider_keys WHERE id = ? AND tenant_id = ?"
-        return await self._write(sql, (key_id, tenant_id)) > 0
-
-    async def iter_key_batch(self, after_id: str | None, limit: int) -> list[ProviderKeyRecord]:
-        _check_limit(limit)
-        # Two statements rather than "? IS NULL OR id > ?", which would defeat the index range.
-        if after_id is None:
-            rows = await self._fetch(_SELECT_KEYS + " ORDER BY id LIMIT ?", (limit,))
-        else:
-            sql = _SELECT_KEYS + " WHERE id > ? ORDER BY id LIMIT ?"
-            rows = await self._fetch(sql, (after_id, limit))
-        return [_decode(ProviderKeyRecord, row) for row in rows]
-
-    async def replace_ciphertext(self, key_id: str, old: bytes, new: bytes) -> bool:
-        sql = "UPDATE provider_keys SET ciphertext = ? WHERE id = ? AND ciphertext = ?"
-        return await self._write(sql, (new, key_id, old)) > 0
-
-    # Usage ledger
-
-    async def record_usage(self, rows: Sequence[UsageRecord]) -> None:
-        # Encoded before the transaction: a bad row (naive datetime) stores none of the batch.
-        encoded = [_encode_usage(row) for row in rows]
-        if encoded:
-            async with self._transaction() as conn:
-                await conn.executemany(_INSERT_USAGE, encoded)
-
-    async def usage_totals(
-        self,
-        tenant_id: str,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        group_by: str | None = None,
-    ) -> list[UsageTotal]:
-        if group_by is not None and group_by not in GROUP_BY:
-            raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}")
-        where, params = _window(tenant_id, since, until)
-        group = "NULL" if group_by is None else _GROUP_SQL[group_by]
-        # Without GROUP BY an aggregate query returns exactly one row: the grand total.
-        tail = "" if group_by is None else " GROUP BY grp ORDER BY grp"
-        rows = await self._fetch(
-            f"SELECT {group} AS grp, count(*), coalesce(sum(prompt_tokens), 0), "  # noqa: S608 -- trusted fragments
-            "coalesce(sum(completion_tokens), 0), group_concat(cost_usd, ','), "
-            f"coalesce(sum(cost_usd IS NULL), 0) FROM usage WHERE {where}{tail}",
-            params,
-        )
-        return [
-            UsageTotal(row[0], row[1], row[2], row[3], _exact_sum(row[4]), row[5]) for row in rows
-        ]
-
-    async def list_usage(
-        self, tenant_id: str, *, limit: int = 100, since: datetime | None = None
-    ) -> list[UsageRecord]:
-        _check_limit(limit)
-        where, params = _window(tenant_id, since, None)
-        rows = await self._fetch(
-            f"{_SELECT_USAGE} WHERE {where} ORDER BY created_at DESC, seq DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [_decode(UsageRecord, row) for row in rows]
-
-    async def key_spend(self, key_id: str, since: datetime) -> Decimal:
-        rows = await self._fetch(
-            "SELECT group_concat(cost_usd, ',') FROM usage WHERE key_id = ? AND created_at >= ?",
-            (key_id, _ts(since, "since")),
-        )
-        return _exact_sum(rows[0][0])
+    def _violation(self, exc: BaseException) -> Violation:
+        # "UNIQUE constraint failed: tenants.name", "FOREIGN KEY constraint failed", ...
+        text = str(exc)
+        kind = {"UNIQUE": "unique", "FOREIGN": "foreign_key"}.get(text.partition(" ")[0], "other")
+        return Violation(kind, text.rpartition(": ")[2] if kind == "unique" else "")
