@@ -19,7 +19,9 @@ reasoning      1.0 on reasoning hints (step by step, prove, why, puzzle, …)
 =============  ===============================================================================
 
 Tokens are estimated as characters / 4 plus 800 per image: cheap, and only used for the length
-bucket, the context-window filter and the expected cost.
+bucket, the context-window filter and the expected cost. Hints are English words and phrases,
+read from the head and tail of the last user turn; code and language from the head and tail of
+the whole text, so a long prompt costs no more to read than a short one.
 """
 
 from __future__ import annotations
@@ -47,31 +49,100 @@ FEATURE_NAMES = (
 _CHARS_PER_TOKEN = 4
 _TOKENS_PER_IMAGE = 800
 _LENGTH_BUCKETS = (256, 2_048, 16_384)  # token bounds of buckets 0, 1, 2; above: bucket 3
-_HINT_WINDOW = 4_000  # characters of the last user turn searched for task hints
-_SAMPLE = 8_000  # characters of the whole text sampled for code and language
+# Bounded scans keep the cost flat on long prompts: regular expressions cost ~10 ns a character
+# here, so task hints are read from the head and tail of the last user turn (where instructions
+# sit) and code and language from the head and tail of the whole text.
+_HINT_HEAD, _HINT_TAIL = 400, 200
+_SAMPLE_HEAD, _SAMPLE_TAIL = 800, 400
+_FENCE_WINDOW = 20_000  # characters searched for a code fence (a plain substring search)
 
-_CODE = re.compile(
-    r"```|^\s*(?:def |class |import |from \S+ import |#include|public |function |const |let |"
-    r"SELECT |for \(|if \(|return )|[;{}]\s*$",
-    re.MULTILINE,
+_CODE_STARTS = (
+    "def ", "class ", "import ", "from ", "#include", "public ", "function ", "const ", "let ",
+    "SELECT ", "for (", "if (", "return ", "}",
+)  # fmt: skip
+_CODE_ENDS = (";", "{", "}")
+_ARITHMETIC = re.compile(r"\d[ \t]*[-+*/^=][ \t]*\d")
+_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
+_LANGUAGES = frozenset(
+    (
+        "english",
+        "french",
+        "german",
+        "spanish",
+        "italian",
+        "chinese",
+        "japanese",
+        "korean",
+        "portuguese",
+        "russian",
+        "arabic",
+        "hindi",
+        "dutch",
+    )
 )
-_HINTS: Mapping[str, re.Pattern[str]] = {
-    "math": re.compile(
-        r"\b(?:solve|equation|integral|derivative|calculate|compute|prove that|probability|"
-        r"algebra|matrix|theorem|arithmetic)\b|\d\s*[-+*/^=]\s*\d",
+# Task -> (single words, phrases); words are matched whole, phrases as substrings.
+_HINTS: Mapping[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    "math": (
+        frozenset(
+            (
+                "solve",
+                "equation",
+                "integral",
+                "derivative",
+                "calculate",
+                "compute",
+                "probability",
+                "algebra",
+                "matrix",
+                "theorem",
+                "arithmetic",
+            )
+        ),
+        ("prove that",),
     ),
-    "summarise": re.compile(
-        r"\b(?:summari[sz]e|summary|tl;?dr|key points|in short|condense|abstract)\b"
+    "summarise": (
+        frozenset(["summarise", "summarize", "summary", "tldr", "condense", "abstract"]),
+        ("tl;dr", "key points", "in short"),
     ),
-    "translate": re.compile(
-        r"\b(?:translate|translation|in (?:english|french|german|spanish|italian|chinese|"
-        r"japanese|korean|portuguese|russian|arabic|hindi|dutch))\b"
-    ),
-    "reasoning": re.compile(
-        r"\b(?:step by step|reason(?:ing)?|prove|explain why|why does|puzzle|logic|deduce|"
-        r"think carefully|plan)\b"
+    "translate": (frozenset(["translate", "translation"]), ()),
+    "reasoning": (
+        frozenset(["reason", "reasoning", "prove", "puzzle", "logic", "deduce"]),
+        ("step by step", "explain why", "why does", "think carefully"),
     ),
 }
+
+
+def _ends(text: str, head: int, tail: int) -> str:
+    """The head and tail of ``text`` (all of it when short)."""
+    if len(text) <= head + tail:
+        return text
+    return text[:head] + "\n" + text[-tail:]
+
+
+def _reads_like_code(sample: str) -> bool:
+    """Two lines or more that start or end the way source code does."""
+    lines = 0
+    for line in sample.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(_CODE_STARTS) or stripped.endswith(_CODE_ENDS):
+            lines += 1
+            if lines >= 2:
+                return True
+    return False
+
+
+def _hints(text: str) -> tuple[float, ...]:
+    """math, summarise, translate, reasoning: 1.0 where the text carries the task's hints."""
+    words = set(text.translate(_PUNCTUATION).split())
+    found = []
+    for name, (keywords, phrases) in _HINTS.items():
+        hit = not words.isdisjoint(keywords) or any(phrase in text for phrase in phrases)
+        if name == "math" and not hit:
+            hit = _ARITHMETIC.search(text) is not None
+        elif name == "translate" and not hit:
+            hit = "in" in words and not words.isdisjoint(_LANGUAGES)
+        found.append(1.0 if hit else 0.0)
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +162,7 @@ class RequestFeatures:
         values = dict(zip(FEATURE_NAMES, self.vector, strict=True))
         if values["code"]:
             return "code"
-        for name in ("math", "reasoning", "translate", "summarise"):
+        for name in ("math", "translate", "summarise", "reasoning"):
             if values[name]:
                 return name
         return "general"
@@ -193,20 +264,22 @@ def extract_features(body: Mapping[str, Any]) -> RequestFeatures:
     texts, images, last_user = _texts(body.get("messages"))
     chars = sum(len(text) for text in texts)
     prompt_tokens = chars // _CHARS_PER_TOKEN + images * _TOKENS_PER_IMAGE
-    sample = "\n".join(texts)[:_SAMPLE]
-    hints = last_user[:_HINT_WINDOW].lower()
+    whole = "\n".join(texts)
+    sample = _ends(whole, _SAMPLE_HEAD, _SAMPLE_TAIL)
+    has_code = "```" in whole[:_FENCE_WINDOW] or _reads_like_code(sample)
+    hints = _hints(_ends(last_user, _HINT_HEAD, _HINT_TAIL).lower())
     tools = body.get("tools")
     needs_tools = isinstance(tools, list) and bool(tools)
     needs_json = _wants_json(body.get("response_format"))
     vector = (
         1.0,
         _length_bucket(prompt_tokens) / len(_LENGTH_BUCKETS),
-        1.0 if _CODE.search(sample) else 0.0,
+        1.0 if has_code else 0.0,
         1.0 if needs_tools else 0.0,
         1.0 if images else 0.0,
         1.0 if needs_json else 0.0,
         _non_ascii_share(sample),
-        *(1.0 if _HINTS[name].search(hints) else 0.0 for name in FEATURE_NAMES[7:]),
+        *hints,
     )
     return RequestFeatures(
         prompt_tokens, _max_output(body), needs_tools, images > 0, needs_json, vector
