@@ -180,7 +180,7 @@ def test_input_items_round_trip_with_tools() -> None:
             ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-        {"role": "tool", "tool_call_id": "c2", "content": [{"type": "text", "text": "rain"}]},
+        {"role": "tool", "tool_call_id": "c2", "content": "rain"},
     ]
 
 

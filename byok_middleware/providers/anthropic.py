@@ -36,6 +36,7 @@ from byok_middleware.providers.anthropic_stream import StreamTranslator
 __all__ = [
     "ANTHROPIC_VERSION",
     "DEFAULT_MAX_TOKENS",
+    "ERROR_TYPE_BY_STATUS",
     "JSON_TOOL_NAME",
     "REASONING_BUDGETS",
     "StreamTranslator",
@@ -52,7 +53,7 @@ __all__ = [
 ANTHROPIC_VERSION = "2023-06-01"
 
 # Used when the body names no error type (HTML from a load balancer, an empty body).
-_TYPE_BY_STATUS = {
+ERROR_TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
     402: "billing_error",
@@ -79,7 +80,9 @@ def map_error(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
     error = parsed.get("error") if isinstance(parsed, dict) else None
     error = error if isinstance(error, dict) else {}
     error_type = error.get("type") if isinstance(error.get("type"), str) else None
-    error_type = error_type or _TYPE_BY_STATUS.get(status, "api_error" if status >= 500 else None)
+    error_type = error_type or ERROR_TYPE_BY_STATUS.get(
+        status, "api_error" if status >= 500 else None
+    )
     message = error.get("message") if isinstance(error.get("message"), str) else None
     if status == 401:
         message = _KEY_REJECTED

@@ -14,7 +14,13 @@ from typing import Any
 
 from byok_middleware.errors import InvalidRequest
 
-__all__ = ["JSON_TOOL_NAME", "translate_messages", "unsupported", "wrong_type"]
+__all__ = [
+    "JSON_TOOL_NAME",
+    "tool_use_block",
+    "translate_messages",
+    "unsupported",
+    "wrong_type",
+]
 
 # The forced tool that emulates response_format JSON (see anthropic_request).
 JSON_TOOL_NAME = "json_response"
@@ -198,11 +204,13 @@ def _assistant_blocks(message: Mapping[str, Any], param: str) -> list[Block]:
     if not isinstance(tool_calls, list):
         raise wrong_type(f"{param}.tool_calls", "an array")
     for k, call in enumerate(tool_calls):
-        blocks.append(_tool_use(call, f"{param}.tool_calls[{k}]"))
+        blocks.append(tool_use_block(call, f"{param}.tool_calls[{k}]"))
     return blocks
 
 
-def _tool_use(call: Any, param: str) -> Block:
+def tool_use_block(call: Any, param: str) -> Block:
+    """An OpenAI ``tool_calls[]`` entry as a ``tool_use`` block; 400 when its arguments are not
+    a JSON object."""
     function = call.get("function") if isinstance(call, Mapping) else None
     if not isinstance(function, Mapping) or not isinstance(call.get("id"), str):
         raise wrong_type(param, "a function tool call with an 'id'")

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "JSON_TOOL_NAME",
     "REASONING_BUDGETS",
+    "TOOL_CHOICE_TYPES",
     "to_messages_request",
     "uses_json_tool",
 ]
@@ -32,6 +33,8 @@ DEFAULT_MAX_TOKENS = 4096
 # Thinking budgets per OpenAI reasoning_effort; 1024 is Anthropic's minimum budget.
 REASONING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 _MIN_THINKING_BUDGET = 1024
+# OpenAI tool_choice string -> Anthropic tool_choice type.
+TOOL_CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none"}
 _JSON_FORMATS = ("json_schema", "json_object")
 _JSON_TOOL_DESCRIPTION = "Respond with the requested JSON object as this tool's input."
 
@@ -226,9 +229,8 @@ def _translate_tool_choice(raw: Any, *, has_tools: bool) -> dict[str, Any] | Non
         raise InvalidRequest(
             "'tool_choice' requires 'tools'.", param="tool_choice", code="invalid_value"
         )
-    simple = {"auto": "auto", "required": "any", "none": "none"}
-    if isinstance(raw, str) and raw in simple:
-        return {"type": simple[raw]}
+    if isinstance(raw, str) and raw in TOOL_CHOICE_TYPES:
+        return {"type": TOOL_CHOICE_TYPES[raw]}
     if isinstance(raw, Mapping) and raw.get("type") == "function":
         function = raw.get("function")
         if isinstance(function, Mapping) and isinstance(function.get("name"), str):

@@ -9,9 +9,12 @@ from typing import Any
 from byok_middleware.providers.anthropic_messages import JSON_TOOL_NAME
 
 __all__ = [
+    "anthropic_error_type",
     "completion_id",
     "finish_reason",
     "openai_error",
+    "stop_reason",
+    "to_anthropic_usage",
     "to_chat_completion",
     "to_openai_usage",
 ]
@@ -25,6 +28,14 @@ _FINISH_REASONS = {
     "compaction": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
+}
+# The other way, one Anthropic reason per OpenAI reason; each maps back through _FINISH_REASONS.
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
 }
 
 # Anthropic error type -> (OpenAI error type, OpenAI error code).
@@ -56,6 +67,19 @@ def finish_reason(stop_reason: str | None, *, has_tool_calls: bool) -> str:
     return reason
 
 
+def stop_reason(finish: str | None) -> str:
+    """Anthropic ``stop_reason`` for an OpenAI ``finish_reason``; unknown ones end the turn."""
+    return _STOP_REASONS.get(finish or "", "end_turn")
+
+
+def anthropic_error_type(openai_type: str | None) -> str:
+    """The Anthropic error type for an OpenAI error ``type`` (``api_error`` when unknown)."""
+    for anthropic_type, (known, _) in _ERROR_TYPES.items():
+        if known == openai_type:
+            return anthropic_type
+    return "api_error"
+
+
 def _tokens(usage: Mapping[str, Any], field: str) -> int:
     value = usage.get(field)
     return value if isinstance(value, int) else 0  # Anthropic sends null for absent counts
@@ -73,6 +97,21 @@ def to_openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cache_read, "cache_write_tokens": cache_write},
+    }
+
+
+def to_anthropic_usage(usage: Mapping[str, Any]) -> dict[str, int]:
+    """Anthropic ``usage`` from OpenAI's: the inverse of :func:`to_openai_usage`, so cached
+    prompt tokens move out of ``input_tokens`` into ``cache_read_input_tokens``."""
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, Mapping) else {}
+    cache_read = _tokens(details, "cached_tokens")
+    cache_write = _tokens(details, "cache_write_tokens")
+    return {
+        "input_tokens": max(0, _tokens(usage, "prompt_tokens") - cache_read - cache_write),
+        "output_tokens": _tokens(usage, "completion_tokens"),
+        "cache_creation_input_tokens": cache_write,
+        "cache_read_input_tokens": cache_read,
     }
 
 

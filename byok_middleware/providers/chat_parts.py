@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ChatStreamReader",
     "ChunkParts",
     "ToolCallDelta",
     "ToolCallNumbering",
     "chunk_usage",
+    "compact_content",
     "read_chunk",
     "reasoning_text",
 ]
@@ -92,6 +94,14 @@ def read_chunk(chunk: Mapping[str, Any]) -> ChunkParts:
     )
 
 
+def compact_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Chat message content from text/image/file parts: one string when all are text, since
+    several OpenAI-compatible providers take only strings in some roles."""
+    if all(part.get("type") == "text" for part in parts):
+        return "".join(part["text"] for part in parts)
+    return parts
+
+
 def _string(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -139,3 +149,41 @@ class ToolCallNumbering:
         self.count += 1
         self._by_index[delta.index] = (ordinal, delta.id)
         return ordinal, True
+
+
+class ChatStreamReader:
+    """What every translation of a chat stream tracks: the latest usage, the finish reason, an
+    upstream error and tool-call numbering. Dialect translators build on it."""
+
+    def __init__(self) -> None:
+        self._usage: Mapping[str, Any] | None = None
+        self._error: dict[str, Any] | None = None
+        self._finish_reason: str | None = None
+        self._numbering = ToolCallNumbering()
+        self._done = False
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The latest chat-completions ``usage`` the upstream sent (for metering), or ``None``."""
+        return None if self._usage is None else dict(self._usage)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the upstream sent an error chunk (the translated stream has ended)."""
+        return self._error is not None
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """The upstream's (OpenAI-shaped) error object when :attr:`failed`, else ``None``."""
+        return self._error
+
+    def _read(self, chunk: Mapping[str, Any]) -> ChunkParts:
+        """Read ``chunk``, keeping its usage and finish reason; an error ends the stream."""
+        parts = read_chunk(chunk)
+        if parts.error is not None:
+            self._error = dict(parts.error)
+            self._done = True
+        if parts.usage is not None:
+            self._usage = parts.usage
+        self._finish_reason = parts.finish_reason or self._finish_reason
+        return parts

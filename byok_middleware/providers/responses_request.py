@@ -17,6 +17,7 @@ from typing import Any
 
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.providers.anthropic_messages import unsupported, wrong_type
+from byok_middleware.providers.chat_parts import compact_content
 
 __all__ = ["input_items", "to_chat_request"]
 
@@ -171,10 +172,7 @@ def _content(raw: Any, param: str, *, assistant: bool = False) -> str | list[Ite
             parts.append(_file_part(part, part_param))
         else:
             raise unsupported(f"Content parts of type {kind!r} are not supported here.", part_param)
-    if assistant:
-        # Chat wants an assistant's content as text; its parts are all text by now.
-        return "".join(part["text"] for part in parts)
-    return parts
+    return compact_content(parts)
 
 
 def _image_part(part: Mapping[str, Any], param: str) -> Item:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from byok_middleware.providers.chat_parts import ToolCallDelta, ToolCallNumbering, read_chunk
+from byok_middleware.providers.chat_parts import ChatStreamReader, ToolCallDelta
 from byok_middleware.providers.responses_response import (
     finish_status,
     function_call_item,
@@ -48,7 +48,7 @@ class _Open:
     name: str = ""
 
 
-class ResponsesStreamTranslator:
+class ResponsesStreamTranslator(ChatStreamReader):
     """Translates one streamed chat completion into Responses events; one per upstream stream.
 
     ``request`` is the client's Responses body (echoed in the response object); ``model`` the
@@ -58,6 +58,7 @@ class ResponsesStreamTranslator:
     def __init__(
         self, request: Mapping[str, Any], *, response_id: str, created_at: int, model: str
     ) -> None:
+        super().__init__()
         self._response = response_object(
             request, response_id=response_id, created_at=created_at, model=model
         )
@@ -68,26 +69,6 @@ class ResponsesStreamTranslator:
         self._open: dict[int, _Open] = {}
         self._current: _Open | None = None  # the open text, refusal or reasoning item
         self._tools: dict[int, _Open] = {}
-        self._numbering = ToolCallNumbering()
-        self._finish_reason: str | None = None
-        self._usage: Mapping[str, Any] | None = None
-        self._error: dict[str, Any] | None = None
-        self._done = False
-
-    @property
-    def usage(self) -> dict[str, Any] | None:
-        """The latest chat-completions ``usage`` the upstream sent (for metering), or ``None``."""
-        return None if self._usage is None else dict(self._usage)
-
-    @property
-    def failed(self) -> bool:
-        """Whether the upstream sent an error chunk (the stream ended with ``response.failed``)."""
-        return self._error is not None
-
-    @property
-    def error(self) -> dict[str, Any] | None:
-        """The upstream's error object when :attr:`failed`, else ``None``."""
-        return self._error
 
     @property
     def response(self) -> dict[str, Any]:
@@ -99,11 +80,9 @@ class ResponsesStreamTranslator:
         if self._done:
             return []
         frames = self._start()
-        parts = read_chunk(chunk)
+        parts = self._read(chunk)
         if parts.error is not None:
             return frames + self._fail(parts.error)
-        if parts.usage is not None:
-            self._usage = parts.usage
         if parts.reasoning:
             frames += self._text_delta("reasoning", parts.reasoning)
         if parts.text:
@@ -112,7 +91,6 @@ class ResponsesStreamTranslator:
             frames += self._text_delta("refusal", parts.refusal)
         for call in parts.tool_calls:
             frames += self._tool_delta(call)
-        self._finish_reason = parts.finish_reason or self._finish_reason
         return frames
 
     def finish(self) -> list[Frame]:
@@ -146,12 +124,10 @@ class ResponsesStreamTranslator:
         ]
 
     def _fail(self, error: Mapping[str, Any]) -> list[Frame]:
-        self._done = True
         message = error.get("message")
         code = error.get("code")
         if code not in _ERROR_CODES:
             code = "rate_limit_exceeded" if error.get("type") == "rate_limit_error" else None
-        self._error = dict(error)
         self._response |= {
             "status": "failed",
             "error": {
