@@ -1,6 +1,7 @@
 """Failover: the attempt loop behind ``Gateway.forward``: try candidates in order, learn key health.
 
-* 2xx: served (a stream once its first SSE event arrived). The key's ``last_used_at`` is noted
+* 2xx: served (a stream once its first SSE event arrived). A 3xx is no answer: the provider
+  moved or a proxy intercepted, so it counts as a provider failure (as a 502). The key's ``last_used_at`` is noted
   (throttled) and an expired cooldown ends (status back to ``active``).
 * connect error, timeout (connect, headers or first event), a 2xx stream that ends or dies
   before its first event, 408, 5xx, 529: next candidate; the key stays usable, ``last_error``
@@ -85,7 +86,7 @@ class Failover:
             await self._limits.attempted(candidate.record)
             try:
                 response = await self._client.send(method, url, headers=headers, content=content)
-                if stream and response.status_code < 400:
+                if stream and response.status_code < 300:
                     response = await await_first_event(response)
             except httpx.TimeoutException:
                 last_error = UpstreamUnavailable(
@@ -99,7 +100,7 @@ class Failover:
                 )
                 self._health.provider_failed(candidate.record, "connection error")
                 continue
-            if response.status_code < 400:
+            if response.status_code < 300:
                 await self._health.succeeded(candidate.record)
                 return Forwarded(response, candidate)
             last_error, outcome = await self._failed(call, candidate, response)
