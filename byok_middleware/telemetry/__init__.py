@@ -1,0 +1,26 @@
+"""Telemetry of the gateway: Prometheus metrics, OpenTelemetry traces, log lines and webhook
+alerts, each an ``Observer`` the engine calls at request start, per upstream attempt, at the
+end, and on key events. Nothing here imports the HTTP layer or ASGI.
+"""
+
+from byok_middleware.telemetry.observer import (
+    KEY_EVENTS,
+    AttemptResult,
+    KeyEvent,
+    Observer,
+    Observers,
+    RequestEnd,
+    RequestStart,
+    error_class,
+)
+
+__all__ = [
+    "KEY_EVENTS",
+    "AttemptResult",
+    "KeyEvent",
+    "Observer",
+    "Observers",
+    "RequestEnd",
+    "RequestStart",
+    "error_class",
+]
