@@ -19,6 +19,8 @@ from byok_middleware.storage import (
     KeyStore,
     ProviderKeyRecord,
     Tenant,
+    TooManyKeys,
+    UsageBatchError,
     UsageRecord,
     UsageTotal,
 )
@@ -483,3 +485,63 @@ class StoreContract:
         await asyncio.gather(*(work(n) for n in range(40)))
         assert await store.usage_totals("t-acme") == [total(None, 40, "0.40")]
         assert await store.count_keys("t-acme") == 41
+
+    # Atomic limits and whole batches (issue 18, items 11 and 1)
+
+    async def test_max_keys_holds_under_concurrent_inserts(self, store: KeyStore) -> None:
+        """30 racing inserts against a limit of 50 leave a tenant of 45 keys with exactly 50."""
+        for n in range(45):
+            await store.insert_key(key(f"k-old-{n:02d}"))
+        await store.insert_key(key("k-other", "t-other"))
+
+        async def insert(n: int) -> int | None:
+            try:
+                await store.insert_key(key(f"k-new-{n:02d}"), max_keys=50)
+            except TooManyKeys as exc:
+                return exc.max_keys
+            return None
+
+        results = await asyncio.gather(*(insert(n) for n in range(30)))
+        assert sorted(results, key=str) == [50] * 25 + [None] * 5
+        assert await store.count_keys("t-acme") == 50
+        await store.insert_key(key("k-other-2", "t-other"), max_keys=2)  # per tenant
+        with pytest.raises(TooManyKeys, match="at most 2"):
+            await store.insert_key(key("k-other-3", "t-other"), max_keys=2)
+        assert await store.count_keys("t-other") == 2
+
+    async def test_a_row_with_a_naive_time_is_named_and_stores_nothing(
+        self, store: KeyStore
+    ) -> None:
+        """A batch with a naive datetime in row 1 raises UsageBatchError naming row 1, and none
+        of the batch is stored; the good rows then store one by one."""
+        batch = [usage("r0"), usage("r1", at=datetime(2025, 1, 1)), usage("r2")]
+        with pytest.raises(UsageBatchError, match="timezone") as caught:
+            await store.record_usage(batch)
+        assert caught.value.bad_rows == (1,)
+        assert await store.usage_totals("t-acme") == [total(None, 0, "0")]
+        await store.record_usage([batch[0]])
+        await store.record_usage([batch[2]])
+        assert await store.usage_totals("t-acme") == [total(None, 2, "0.02")]
+
+    async def test_a_nul_character_never_loses_the_other_rows(self, store: KeyStore) -> None:
+        """A row with NUL in its text is either stored whole, or the batch is refused whole with
+        that row named (never a silent drop): then row by row, every other row stores."""
+        batch = [usage("r0"), usage("r1", model="gpt\x00evil"), usage("r2")]
+        refused: UsageBatchError | None = None
+        try:
+            await store.record_usage(batch)
+        except UsageBatchError as exc:
+            refused = exc
+        if refused is not None:
+            assert refused.bad_rows == (1,)
+            assert await store.usage_totals("t-acme") == [total(None, 0, "0")]
+            for index, row in enumerate(batch):
+                if index != 1:
+                    await store.record_usage([row])
+            with pytest.raises(UsageBatchError):
+                await store.record_usage([batch[1]])
+            assert [r.request_id for r in await store.list_usage("t-acme")] == ["r2", "r0"]
+        else:
+            stored = {r.request_id: r for r in await store.list_usage("t-acme")}
+            assert stored.keys() == {"r0", "r1", "r2"}
+            assert stored["r1"].model == "gpt\x00evil"

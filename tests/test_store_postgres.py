@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 
 from byok_middleware.errors import ConfigurationError
-from byok_middleware.storage import KeyStore, store_from_url
+from byok_middleware.storage import KeyStore, TooManyKeys, UsageBatchError, store_from_url
 from byok_middleware.storage.migrations import POSTGRES_MIGRATIONS, latest_version
 from byok_middleware.storage.postgres import PostgresStore, apply_migrations
 from tests.services import fresh_database, service_url
@@ -176,3 +177,36 @@ async def test_a_malformed_url_is_a_start_up_error_without_the_password() -> Non
     assert "hun" not in message
     assert "ter2" not in message
     assert caught.value.__suppress_context__  # a traceback does not show asyncpg's text
+
+
+async def test_max_keys_holds_across_a_warm_pool_and_two_replicas(database: str) -> None:
+    """Inserts racing on ten pooled connections of two replicas never pass max_keys (without
+    the per-tenant lock this run ends at 55 of 50)."""
+    first, second = (PostgresStore(database, min_size=10, max_size=10) for _ in range(2))
+    try:
+        await asyncio.gather(first.open(), second.open())
+        for n in range(45):
+            await first.insert_key(key(f"k-old-{n:02d}"))
+
+        async def insert(n: int) -> None:
+            with contextlib.suppress(TooManyKeys):
+                await (first, second)[n % 2].insert_key(key(f"k-new-{n:02d}"), max_keys=50)
+
+        await asyncio.gather(*(insert(n) for n in range(30)))
+        assert await first.count_keys("t-acme") == 50
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_nul_in_a_ledger_row_is_named_before_the_database_sees_it(database: str) -> None:
+    """PostgreSQL text cannot hold NUL: the batch is refused naming exactly those rows."""
+    store = PostgresStore(database)
+    try:
+        batch = [usage("r0"), usage("r1", error_type="x\x00"), usage("r2", cost_source="\x00")]
+        with pytest.raises(UsageBatchError, match="NUL") as caught:
+            await store.record_usage(batch)
+        assert caught.value.bad_rows == (1, 2)
+        assert await store.list_usage("t-acme") == []
+    finally:
+        await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import sys
 import types
@@ -16,7 +17,7 @@ import aiosqlite
 import pytest
 
 from byok_middleware.errors import ConfigurationError
-from byok_middleware.storage import KeyStore, MemoryStore, SQLiteStore, store_from_url
+from byok_middleware.storage import KeyStore, MemoryStore, SQLiteStore, TooManyKeys, store_from_url
 from byok_middleware.storage.base import UsageRecord
 from byok_middleware.storage.migrations import SQLITE_MIGRATIONS, latest_version
 from byok_middleware.storage.sql import USAGE_COLUMNS
@@ -230,3 +231,22 @@ def test_the_ledger_row_encoder_matches_the_generic_one(row: UsageRecord) -> Non
     """The unrolled encoder of the per-request row binds what the generic one would, in the
     column order of the INSERT (a field added to UsageRecord fails here until both agree)."""
     assert _encode_usage(row) == _encode_record(row, USAGE_COLUMNS)
+
+
+async def test_max_keys_holds_across_two_stores_on_one_file(db: Path) -> None:
+    """Two stores (as two processes) inserting at once never pass max_keys together."""
+    first, second = SQLiteStore(db), SQLiteStore(db)
+    await asyncio.gather(first.open(), second.open())
+    try:
+        for n in range(45):
+            await first.insert_key(key(f"k-old-{n:02d}"))
+
+        async def insert(n: int) -> None:
+            with contextlib.suppress(TooManyKeys):
+                await (first, second)[n % 2].insert_key(key(f"k-new-{n:02d}"), max_keys=50)
+
+        await asyncio.gather(*(insert(n) for n in range(30)))
+        assert await second.count_keys("t-acme") == 50
+    finally:
+        await first.close()
+        await second.close()

@@ -19,7 +19,7 @@ from typing import Any
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.crypto import DecryptionError, Keyring, SecretStr, associated_data
 from byok_middleware.errors import InvalidRequest, NotFound
-from byok_middleware.storage.base import KeyStatus, KeyStore, ProviderKeyRecord
+from byok_middleware.storage.base import KeyStatus, KeyStore, ProviderKeyRecord, TooManyKeys
 
 __all__ = ["KeyPatch", "KeyService", "NewKey", "ResolvedKey"]
 
@@ -111,11 +111,6 @@ class KeyService:
         return self._keyring.encrypt(plaintext, associated_data(tenant_id, key_id, provider))
 
     async def create(self, tenant_id: str, body: NewKey) -> ProviderKeyRecord:
-        if await self._store.count_keys(tenant_id) >= self._max_keys:
-            raise InvalidRequest(
-                f"a tenant may register at most {self._max_keys} provider keys",
-                code="too_many_keys",
-            )
         now = self._clock()
         key_id = "key_" + uuid.uuid4().hex
         record = ProviderKeyRecord(
@@ -134,7 +129,11 @@ class KeyService:
             tpm=body.tpm,
             monthly_budget_usd=body.monthly_budget_usd,
         )
-        await self._store.insert_key(record)
+        try:
+            # The store counts and inserts atomically: racing requests cannot pass the limit.
+            await self._store.insert_key(record, max_keys=self._max_keys)
+        except TooManyKeys as exc:
+            raise InvalidRequest(str(exc), code="too_many_keys") from None
         await self._changed(tenant_id)
         return record
 
