@@ -751,3 +751,93 @@ def test_parse_multipart_keeps_bytes_exact() -> None:
     assert by_name["file"].filename == "a.bin"
     assert by_name["model"].text == "m"
     assert parse_multipart("application/json", b"{}") == []
+
+
+# --- OpenAI Responses API -----------------------------------------------------------------
+
+RESPONSES_TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+
+
+def test_responses_plain_text_and_tool_call(fake: FakeUpstream) -> None:
+    """The openai SDK parses the fake's /responses answers: text, usage, a function call."""
+    sdk = openai.OpenAI(api_key="sk-sdk-key", base_url=fake.base_url("openai"), max_retries=0)
+    answer = sdk.responses.create(model="gpt-4o", input="hi", metadata={"k": "v"})
+    assert answer.output_text == "Hello from the fake openai."
+    assert answer.status == "completed" and answer.metadata == {"k": "v"}
+    assert answer.usage is not None
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (100, 20)
+    called = sdk.responses.create(model="gpt-4o", input="weather?", tools=[RESPONSES_TOOL])
+    call = called.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    none = sdk.responses.create(
+        model="gpt-4o", input="hi", tools=[RESPONSES_TOOL], tool_choice="none"
+    )
+    assert none.output[0].type == "message"
+    recorded = fake.requests[-1]
+    assert (recorded.path, recorded.json["tool_choice"]) == ("/responses", "none")
+    sdk.close()
+
+
+@pytest.mark.parametrize("tools", [[], [RESPONSES_TOOL]])
+def test_responses_stream_event_sequence(fake: FakeUpstream, tools: list[Any]) -> None:
+    """Streamed /responses follow OpenAI's event order; the SDK's stream helper rebuilds it."""
+    sdk = openai.OpenAI(api_key="sk-sdk-key", base_url=fake.base_url("openai"), max_retries=0)
+    with sdk.responses.stream(model="gpt-4o", input="hi", tools=tools) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    names = [event.type for event in events]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    middle = (
+        ["response.content_part.added"]
+        + ["response.output_text.delta"] * 5
+        + ["response.output_text.done", "response.content_part.done"]
+        if not tools
+        else ["response.function_call_arguments.delta"] * 5
+        + ["response.function_call_arguments.done"]
+    )
+    assert names == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        *middle,
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert final.usage is not None and final.usage.total_tokens == 120
+    if tools:
+        assert final.output[0].type == "function_call"
+    else:
+        assert final.output_text == "Hello from the fake openai."
+    sdk.close()
+
+
+def test_responses_raw_stream_has_event_lines_and_no_done(
+    fake: FakeUpstream, client: httpx.Client
+) -> None:
+    """Each SSE event names its type on an `event:` line; the stream ends without [DONE]."""
+    body = {"model": "gpt-4o", "input": "hi", "stream": True}
+    answer = client.post(
+        fake.base_url("openai") + "/responses", json=body, headers={"authorization": "Bearer k"}
+    )
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    blocks = [block for block in answer.text.split("\n\n") if block]
+    assert all(block.startswith("event: response.") for block in blocks)
+    assert "[DONE]" not in answer.text
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [({"input": "hi"}, "'model'"), ({"model": "gpt-4o"}, "'input'")],
+)
+def test_responses_missing_parameters_are_400(
+    fake: FakeUpstream, client: httpx.Client, body: dict[str, Any], message: str
+) -> None:
+    """Missing model or input is OpenAI's 400; other providers have no /responses (404)."""
+    url = fake.base_url("openai") + "/responses"
+    answer = client.post(url, json=body, headers={"authorization": "Bearer k"})
+    assert answer.status_code == 400 and message in answer.json()["error"]["message"]
+    groq = client.post(
+        fake.base_url("groq") + "/responses", json=body, headers={"authorization": "Bearer k"}
+    )
+    assert groq.status_code == 404

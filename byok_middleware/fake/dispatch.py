@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable
 from typing import Final
 
-from byok_middleware.fake import anthropic, audio, chat, errors, media
+from byok_middleware.fake import anthropic, audio, chat, errors, media, responses
 from byok_middleware.fake.providers import SUPPORTED_PATHS, route_path
 from byok_middleware.fake.records import Scripted
 from byok_middleware.fake.wire import Call, Reply, answer_reply, dumps, error_reply
@@ -16,6 +16,7 @@ Builder = Callable[[Call], Reply]
 
 OPENAI_ROUTES: Final[dict[tuple[str, str], Builder]] = {
     ("POST", "/chat/completions"): chat.chat_completion,
+    ("POST", "/responses"): responses.responses,
     ("POST", "/embeddings"): media.embeddings,
     ("GET", "/models"): media.models,
     ("POST", "/moderations"): media.moderations,

@@ -25,6 +25,7 @@ SUPPORTED_PATHS: Final[dict[str, frozenset[str]]] = {
     "openai": frozenset(
         {
             "/chat/completions",
+            "/responses",
             "/embeddings",
             "/models",
             "/moderations",
