@@ -8,9 +8,10 @@ import pytest
 
 from byok_middleware.storage import KeyStore, MemoryStore
 from tests.store_contract import StoreContract
+from tests.store_contract_admin import AdminContract
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, AdminContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[KeyStore]:
         store = MemoryStore()

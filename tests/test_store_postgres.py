@@ -16,6 +16,7 @@ from byok_middleware.storage.migrations import POSTGRES_MIGRATIONS, latest_versi
 from byok_middleware.storage.postgres import PostgresStore, apply_migrations
 from tests.services import fresh_database, service_url
 from tests.store_contract import T0, StoreContract, key, tenant, usage
+from tests.store_contract_admin import AdminContract
 
 TABLES = (
     "tenants, gateway_keys, provider_keys, usage, tenant_policies, webhooks, webhook_deliveries"
@@ -34,7 +35,7 @@ async def database(server_url: str) -> AsyncIterator[str]:
         yield url
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(StoreContract, AdminContract):
     @pytest.fixture
     async def store(self, server_url: str) -> AsyncIterator[KeyStore]:
         # One migrated database shared by the contract tests, emptied before each one: much
