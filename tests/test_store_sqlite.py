@@ -251,3 +251,26 @@ async def test_max_keys_holds_across_two_stores_on_one_file(db: Path) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_version_1_file_upgrades_with_its_data(db: Path) -> None:
+    """A file at schema 1 migrates to the latest: old gateway keys get an id from their hash
+    and still authenticate, old ledger rows read back with the new fields empty."""
+    async with aiosqlite.connect(db, isolation_level=None) as conn:
+        await apply_migrations(conn, SQLITE_MIGRATIONS[:1])
+        stamp = "2025-03-01T12:00:00.000000Z"
+        await conn.execute("INSERT INTO tenants VALUES ('t-acme', 'acme', ?, NULL)", (stamp,))
+        await conn.execute(
+            "INSERT INTO gateway_keys VALUES (?, 't-acme', ?, NULL)", ("ab" * 32, stamp)
+        )
+        row = _encode_usage(usage("r1"))[:17]  # the version 1 columns
+        await conn.execute(f"INSERT INTO usage VALUES (NULL, {', '.join('?' * 17)})", row)  # noqa: S608 -- constant
+    upgraded = SQLiteStore(db)
+    try:
+        assert await upgraded.schema_version() == latest_version(SQLITE_MIGRATIONS)
+        [info] = await upgraded.list_gateway_keys("t-acme")
+        assert (info.id, info.prefix, info.status) == ("gk_" + "ab" * 12, "", "active")
+        assert await upgraded.tenant_for_key_hash("ab" * 32) == "t-acme"
+        assert await upgraded.list_usage("t-acme") == [usage("r1")]
+    finally:
+        await upgraded.close()
