@@ -5,8 +5,8 @@ pool, transactions, codecs and the mapping of asyncpg's errors.
 
 Every replica opens its own pool on the same database. Migrations use the same bookkeeping as
 SQLite (``schema_version``, :func:`~byok_middleware.storage.migrations.pending`), rendered for
-PostgreSQL (``POSTGRES_MIGRATIONS``); a transaction-scoped advisory lock makes replicas that start together
-migrate once: the first runs them, the others wait for its commit and find nothing to do.
+PostgreSQL (``POSTGRES_MIGRATIONS``); a transaction-scoped advisory lock makes replicas that start
+together migrate once: the first runs them, the others wait for its commit and find nothing to do.
 
 Formats: times are ``timestamptz`` (read back in UTC), money ``NUMERIC`` (exact; sums stay exact),
 booleans ``BOOLEAN``, envelopes ``BYTEA``. The ledger's ``request_id`` is unique and inserts use
