@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -70,7 +71,7 @@ def _rows(tenant: str, tenant_id: str, key_ids: list[str], count: int, now: date
     for i in range(count):
         provider, model = providers[i % len(providers)]
         byok = i % 3 != 2
-        status = 200 if i % 11 else (429 if i % 2 else 502)
+        status = 200 if i % 11 != 10 else (429 if i % 2 else 502)
         prompt, completion = rng.randint(20, 4000), rng.randint(5, 800)
         cost = None if i % 17 == 16 else Decimal(prompt * 3 + completion * 12) / Decimal(10**7)
         if i == 0:
@@ -110,7 +111,9 @@ def _on_store(db_path: Path, action: Any) -> Any:
         finally:
             await store.close()
 
-    return asyncio.run(run())
+    # A thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(run())).result(timeout=60)
 
 
 @pytest.fixture
