@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from byok_middleware.asgi import json_body, send_json
@@ -15,11 +16,11 @@ from byok_middleware.keys.verify import verify_key
 from byok_middleware.openapi import handle_openapi
 from byok_middleware.proxy.chat import handle_chat
 from byok_middleware.proxy.dry_run import dry_run
-from byok_middleware.proxy.embeddings import handle_embeddings
-from byok_middleware.proxy.endpoints import EndpointHandler
-from byok_middleware.proxy.images import handle_images
+from byok_middleware.proxy.embeddings import EMBEDDINGS
+from byok_middleware.proxy.images import IMAGES
 from byok_middleware.proxy.model_list import ModelCatalog
-from byok_middleware.proxy.moderations import handle_moderations
+from byok_middleware.proxy.moderations import MODERATIONS
+from byok_middleware.proxy.pipeline import JsonEndpoint, run_json
 from byok_middleware.proxy.speech import handle_speech
 from byok_middleware.proxy.transcriptions import handle_transcription
 from byok_middleware.router import Handler, Incoming, Route, Router
@@ -65,6 +66,18 @@ async def _chat(gateway: Gateway, incoming: Incoming) -> None:
         raise
 
 
+EndpointHandler = Callable[[Gateway, Call, Incoming], Awaitable[None]]
+"""A proxied endpoint: reads its request from ``Incoming`` and answers through its ``send``."""
+
+
+def _json_endpoint(spec: JsonEndpoint) -> EndpointHandler:
+    async def handle(gateway: Gateway, call: Call, incoming: Incoming) -> None:
+        body = await json_body(incoming.receive, gateway.config.max_body_bytes)
+        await run_json(spec, gateway, call, body, incoming.send)
+
+    return handle
+
+
 def _proxied(endpoint: str, handle: EndpointHandler) -> Handler:
     """A route running ``handle`` for ``endpoint``, with the ledger row of a failed call."""
 
@@ -80,12 +93,12 @@ def _proxied(endpoint: str, handle: EndpointHandler) -> Handler:
 
 
 _PROXIED: dict[str, EndpointHandler] = {
-    "/embeddings": handle_embeddings,
+    "/embeddings": _json_endpoint(EMBEDDINGS),
     "/audio/transcriptions": handle_transcription,
     "/audio/translations": handle_transcription,
     "/audio/speech": handle_speech,
-    "/images/generations": handle_images,
-    "/moderations": handle_moderations,
+    "/images/generations": _json_endpoint(IMAGES),
+    "/moderations": _json_endpoint(MODERATIONS),
 }
 
 

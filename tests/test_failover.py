@@ -213,13 +213,13 @@ def test_stream_fails_over_before_its_first_event(
 def test_stream_cut_mid_answer_ends_with_an_error_event(
     gateway: Gateway, fake: FakeUpstream
 ) -> None:
-    """Once the first event went out there is no failover: an OpenAI-shaped error event ends it,
-    and the ledger row names the key that served it."""
+    """Once the first event went out there is no failover: an OpenAI-shaped error event, then
+    [DONE], ends it, and the ledger row names the key that served it."""
     first, _ = two_keys(gateway)
     fake.script("openai", Scripted(stream=True, cut_after=2))
     events = stream_chat(gateway)
-    assert json.loads(events[-1])["error"]["code"] == "stream_interrupted"
-    assert "[DONE]" not in events
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "stream_interrupted"
     assert keys_tried(fake) == [K1]
     with gateway.client("acme") as http:
         usage = http.get("/v1/byok/usage", params={"group_by": "attribution"}).json()

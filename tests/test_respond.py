@@ -11,7 +11,7 @@ import pytest
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import UpstreamUnavailable
 from byok_middleware.gateway.calls import Candidate, Forwarded
-from byok_middleware.proxy.respond import _splice, read_json
+from byok_middleware.proxy.pipeline import _splice, read_json
 
 META = {"cost_attribution": "byok", "cost_usd": 0.0035, "key_id": None}
 

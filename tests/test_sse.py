@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from byok_middleware.proxy.rewriters import _has_usage, _is_error
 from byok_middleware.proxy.sse import SSESplitter, data_of, encode_event, parse_event
-from byok_middleware.proxy.stream import _has_usage, _is_error
 
 STREAM = (
     b'data: {"a":1}\n\n'

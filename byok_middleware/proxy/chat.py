@@ -1,7 +1,14 @@
-"""``POST /chat/completions``: route, forward with failover, meter, and answer with metadata."""
+"""``POST /chat/completions``: route, forward with failover, meter, answer with metadata.
+
+The upstream wire decides two things, and only these: the upstream body (OpenAI's as sent, or
+Anthropic's Messages translation) and how the answer reads (as is, or translated back). Plain
+answers then go through the JSON pipeline's ``answer``; streams through the one relay shell with
+the wire's rewriter (``proxy/rewriters.py``).
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from byok_middleware.asgi import Receive, Send, dumps
@@ -9,16 +16,21 @@ from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.gateway.calls import Candidate
 from byok_middleware.pricing import usage_from_openai
+from byok_middleware.providers import anthropic
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
-from byok_middleware.proxy.anthropic_chat import handle_anthropic_chat
-from byok_middleware.proxy.endpoints import JSON_HEADERS
-from byok_middleware.proxy.respond import call_metadata, read_json, send_metered
-from byok_middleware.proxy.stream import relay_openai_stream
+from byok_middleware.proxy.pipeline import JSON_HEADERS, answer, call_metadata, read_json
+from byok_middleware.proxy.relay import relay_stream
+from byok_middleware.proxy.rewriters import (
+    AnthropicChunks,
+    ChatChunkRewriter,
+    OpenAIChatPassthrough,
+    StreamRewriter,
+)
 
-__all__ = ["handle_chat"]
+__all__ = ["client_wants_usage", "handle_chat", "validate_chat"]
 
 
-def _upstream_body(body: dict[str, Any], model: str, *, stream: bool) -> bytes:
+def _openai_body(body: dict[str, Any], model: str, *, stream: bool) -> bytes:
     upstream = dict(body)
     upstream["model"] = model
     if stream:
@@ -31,12 +43,14 @@ def _upstream_body(body: dict[str, Any], model: str, *, stream: bool) -> bytes:
     return dumps(upstream)
 
 
-def _client_wants_usage(body: dict[str, Any]) -> bool:
+def client_wants_usage(body: dict[str, Any]) -> bool:
+    """Whether the client asked for the usage chunk (``stream_options.include_usage``)."""
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _validate(body: dict[str, Any]) -> None:
+def validate_chat(body: dict[str, Any]) -> None:
+    """400 for a chat body the gateway cannot forward (the provider checks the rest)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
@@ -48,47 +62,81 @@ def _validate(body: dict[str, Any]) -> None:
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
 
 
+def _rate_limit_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    translated = anthropic.openai_rate_limit_headers(headers)
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in translated.items()]
+
+
 async def handle_chat(
     gateway: Gateway, call: Call, body: dict[str, Any], receive: Receive, send: Send
 ) -> None:
     gateway.route_model(call, body.get("model"))
-    _validate(body)
+    validate_chat(body)
     stream = body.get("stream") is True
-    include_usage = _client_wants_usage(body)
-    if PROVIDERS[call.provider].wire is WireFormat.ANTHROPIC:
-        await handle_anthropic_chat(
-            gateway, call, body, receive, send, stream=stream, include_usage=include_usage
-        )
-        return
-
+    include_usage = client_wants_usage(body)
+    native = PROVIDERS[call.provider].wire is WireFormat.ANTHROPIC
+    json_mode = native and anthropic.uses_json_tool(body)
     payloads: dict[str, bytes] = {}
+    if native:
+        # Translation errors are the request's fault: a 400 before any upstream call.
+        payloads[call.model] = dumps(anthropic.to_messages_request(body, call.model))
 
     def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
         # A bare model name may be served by several providers under different ids.
         model = candidate.model or call.model
         if model not in payloads:
-            payloads[model] = _upstream_body(body, model, stream=stream)
+            payloads[model] = _openai_body(body, model, stream=stream)
         return payloads[model], dict(JSON_HEADERS)
 
     forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
+    headers = _rate_limit_headers(forwarded.response.headers) if native else None
     if stream:
-        await relay_openai_stream(
+        field = gateway.config.metadata_field
+        rewriter: StreamRewriter
+        if native:
+            source = AnthropicChunks(
+                provider=call.provider,
+                model=call.model,
+                include_usage=include_usage,
+                json_mode=json_mode,
+            )
+            rewriter = ChatChunkRewriter(
+                source,
+                field=field,
+                request_id=call.request_id,
+                model=call.model,
+                redact=call.redactor,
+            )
+        else:
+            rewriter = OpenAIChatPassthrough(
+                provider=call.provider,
+                model=call.model,
+                field=field,
+                include_usage=include_usage,
+                redact=call.redactor,
+            )
+        meta = call_metadata(call, forwarded)
+        await relay_stream(
             gateway,
             call,
             forwarded,
-            call_metadata(call, forwarded),
-            include_usage=include_usage,
+            meta,
+            rewriter,
             receive=receive,
             send=send,
+            extra_headers=headers,
         )
         return
     raw, data = await read_json(forwarded)
-    usage = (
-        usage_from_openai(data.get("usage"), provider=call.provider)
-        if isinstance(data, dict)
-        else None
-    )
-    await send_metered(
+    if native:
+        data = anthropic.to_chat_completion(
+            data,
+            model=str(data.get("model") or call.model),
+            created=int(time.time()),
+            json_mode=json_mode,
+        )
+    usage = usage_from_openai(data.get("usage"), provider=call.provider)
+    await answer(
         gateway,
         call,
         forwarded,
@@ -96,5 +144,6 @@ async def handle_chat(
         raw=raw,
         data=data,
         usage=usage,
-        data_is_raw=True,
+        extra_headers=headers,
+        data_is_raw=not native,
     )

@@ -16,16 +16,12 @@ import math
 import struct
 from typing import Any
 
-from byok_middleware.asgi import json_body
 from byok_middleware.errors import InvalidRequest
-from byok_middleware.gateway import Call, Gateway
-from byok_middleware.pricing import usage_from_openai
+from byok_middleware.gateway import Call
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.endpoints import forward_json, optional_str
-from byok_middleware.proxy.respond import read_json, send_metered
-from byok_middleware.router import Incoming
+from byok_middleware.proxy.pipeline import JsonEndpoint, optional_str
 
-__all__ = ["encode_float32_base64", "handle_embeddings"]
+__all__ = ["EMBEDDINGS", "encode_float32_base64", "upstream_payload"]
 
 _ENCODING_FORMATS = frozenset({"float", "base64"})
 
@@ -97,28 +93,17 @@ def _reencode_base64(data: dict[str, Any]) -> None:
                 item["embedding"] = encoded
 
 
-async def handle_embeddings(gateway: Gateway, call: Call, incoming: Incoming) -> None:
-    body = await json_body(incoming.receive, gateway.config.max_body_bytes)
-    gateway.route_model(call, body.get("model"), Endpoint.EMBEDDINGS)
-    _validate(body)
-    forwarded = await forward_json(
-        gateway, call, lambda served: upstream_payload(body, served.provider, served.model)
-    )
-    raw, data = await read_json(forwarded)
-    usage = None
-    reencoded = False
-    if isinstance(data, dict):
-        if body.get("encoding_format") == "base64" and call.provider != "openai":
-            _reencode_base64(data)  # the float vectors the provider sent, as the client asked
-            reencoded = True
-        usage = usage_from_openai(data.get("usage"), provider=call.provider)
-    await send_metered(
-        gateway,
-        call,
-        forwarded,
-        incoming.send,
-        raw=raw,
-        data=data,
-        usage=usage,
-        data_is_raw=not reencoded,  # vectors are most of the answer: splice, don't re-encode
-    )
+def _payload(body: dict[str, Any], call: Call) -> dict[str, Any]:
+    return upstream_payload(body, call.provider, call.model)
+
+
+def _rewrite(body: dict[str, Any], data: dict[str, Any], call: Call) -> bool:
+    if body.get("encoding_format") == "base64" and call.provider != "openai":
+        _reencode_base64(data)  # the float vectors the provider sent, as the client asked
+        return True
+    return False  # vectors are most of the answer: splice the metadata, don't re-encode
+
+
+EMBEDDINGS = JsonEndpoint(
+    Endpoint.EMBEDDINGS, validate=_validate, payload=_payload, rewrite=_rewrite
+)

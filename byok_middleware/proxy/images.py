@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from byok_middleware.asgi import json_body
 from byok_middleware.errors import InvalidRequest
-from byok_middleware.gateway import Call, Gateway
+from byok_middleware.gateway import Call
 from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.endpoints import forward_json, optional_str
-from byok_middleware.proxy.respond import read_json, send_metered
-from byok_middleware.router import Incoming
+from byok_middleware.proxy.pipeline import JsonEndpoint, optional_str
 
-__all__ = ["handle_images", "image_usage"]
+__all__ = ["IMAGES", "image_usage"]
 
 MAX_IMAGES = 10
 
@@ -58,20 +55,8 @@ def image_usage(body: dict[str, Any], data: Any, *, provider: str, requested: in
     )
 
 
-async def handle_images(gateway: Gateway, call: Call, incoming: Incoming) -> None:
-    body = await json_body(incoming.receive, gateway.config.max_body_bytes)
-    gateway.route_model(call, body.get("model"), Endpoint.IMAGES)
-    requested = _validate(body)
-    forwarded = await forward_json(gateway, call, lambda served: {**body, "model": served.model})
-    raw, data = await read_json(forwarded)
-    usage = image_usage(body, data, provider=call.provider, requested=requested)
-    await send_metered(
-        gateway,
-        call,
-        forwarded,
-        incoming.send,
-        raw=raw,
-        data=data,
-        usage=usage,
-        data_is_raw=True,
-    )
+def _usage(body: dict[str, Any], data: dict[str, Any], call: Call) -> Usage | None:
+    return image_usage(body, data, provider=call.provider, requested=_validate(body))
+
+
+IMAGES = JsonEndpoint(Endpoint.IMAGES, validate=_validate, usage=_usage)

@@ -29,7 +29,7 @@ from byok_middleware.gateway import Call, Gateway
 from byok_middleware.gateway.calls import Candidate
 from byok_middleware.providers.anthropic import openai_model_list
 from byok_middleware.providers.specs import PROVIDERS, Endpoint, WireFormat
-from byok_middleware.proxy.respond import read_json
+from byok_middleware.proxy.pipeline import read_json
 from byok_middleware.router import Incoming
 
 __all__ = ["ModelCatalog", "prefixed_models"]

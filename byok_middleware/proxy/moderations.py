@@ -6,22 +6,16 @@ provider offering moderations, which picks its default model (``omni-moderation-
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from byok_middleware.asgi import json_body
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.gateway.core import providers_offering
 from byok_middleware.pricing import Usage
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.endpoints import (
-    forward_json,
-)
-from byok_middleware.proxy.respond import read_json, send_metered
-from byok_middleware.router import Incoming
+from byok_middleware.proxy.pipeline import JsonEndpoint
 
-__all__ = ["DEFAULT_MODERATION_MODEL", "handle_moderations"]
+__all__ = ["DEFAULT_MODERATION_MODEL", "MODERATIONS"]
 
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
 
@@ -38,34 +32,33 @@ def _validate(body: dict[str, Any]) -> None:
     )
 
 
-def _payload(body: dict[str, Any], model: str) -> dict[str, Any]:
+def _payload(body: dict[str, Any], call: Call) -> dict[str, Any]:
     payload = {key: value for key, value in body.items() if key != "model"}
-    return {**payload, "model": model} if model else payload
+    return {**payload, "model": call.model} if call.model else payload
 
 
-async def handle_moderations(gateway: Gateway, call: Call, incoming: Incoming) -> None:
-    body = await json_body(incoming.receive, gateway.config.max_body_bytes)
-    if body.get("model") is None:
-        call.provider, call.model = providers_offering(Endpoint.MODERATIONS)[0], ""
-    else:
-        gateway.route_model(call, body.get("model"), Endpoint.MODERATIONS)
-    _validate(body)
-    forwarded = await forward_json(gateway, call, lambda served: _payload(body, served.model))
-    raw, data = await read_json(forwarded)
+def _default_model(gateway: Gateway, call: Call) -> None:
+    call.provider, call.model = providers_offering(Endpoint.MODERATIONS)[0], ""
+
+
+def _answered_model(body: dict[str, Any], data: dict[str, Any], call: Call) -> bool:
     if not call.model:
-        answered = data.get("model") if isinstance(data, dict) else None
+        answered = data.get("model")
         call.model = answered if isinstance(answered, str) else DEFAULT_MODERATION_MODEL
-    # OpenAI lists moderations as free; a model the price data does not know yet is free too.
-    usage = Usage()
-    cost = gateway.cost(call, usage)
-    await send_metered(
-        gateway,
-        call,
-        forwarded,
-        incoming.send,
-        raw=raw,
-        data=data,
-        usage=usage,
-        cost=Decimal(0) if cost is None else cost,
-        data_is_raw=True,
-    )
+    return False
+
+
+def _free(body: dict[str, Any], data: dict[str, Any], call: Call) -> Usage:
+    return Usage()
+
+
+# OpenAI lists moderations as free; a model the price data does not know yet is free too.
+MODERATIONS = JsonEndpoint(
+    Endpoint.MODERATIONS,
+    validate=_validate,
+    payload=_payload,
+    usage=_free,
+    rewrite=_answered_model,
+    default_model=_default_model,
+    free=True,
+)

@@ -15,15 +15,20 @@ from typing import Any
 
 import httpx
 
-from byok_middleware.asgi import Receive, Send, json_body
+from byok_middleware.asgi import Receive, Send, dumps, json_body
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Forwarded, Gateway
+from byok_middleware.gateway.calls import Candidate
 from byok_middleware.pricing import Usage
 from byok_middleware.providers.specs import Endpoint
-from byok_middleware.proxy.endpoints import forward_json, optional_str
 from byok_middleware.proxy.metadata import CallMetadata
-from byok_middleware.proxy.respond import call_metadata, passthrough_headers
-from byok_middleware.proxy.stream import run_until_disconnect
+from byok_middleware.proxy.pipeline import (
+    JSON_HEADERS,
+    call_metadata,
+    optional_str,
+    passthrough_headers,
+)
+from byok_middleware.proxy.relay import run_until_disconnect
 from byok_middleware.router import Incoming
 
 __all__ = ["handle_speech"]
@@ -47,9 +52,11 @@ async def handle_speech(gateway: Gateway, call: Call, incoming: Incoming) -> Non
     body = await json_body(incoming.receive, gateway.config.max_body_bytes)
     gateway.route_model(call, body.get("model"), Endpoint.SPEECH)
     text = _validate(body)
-    forwarded = await forward_json(
-        gateway, call, lambda served: {**body, "model": served.model}, accept="audio/*, */*"
-    )
+
+    def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
+        return dumps({**body, "model": call.model}), {**JSON_HEADERS, "accept": "audio/*, */*"}
+
+    forwarded = await gateway.forward(call, path=Endpoint.SPEECH.value, build=build)
     usage = Usage(characters=len(text))
     meta = call_metadata(call, forwarded)
     meta.cost_usd = gateway.cost(call, usage)

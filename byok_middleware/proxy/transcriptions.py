@@ -24,7 +24,7 @@ from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import Endpoint
 from byok_middleware.proxy.audio_length import audio_seconds
 from byok_middleware.proxy.multipart import FileField, Form, read_form
-from byok_middleware.proxy.respond import read_json, send_metered
+from byok_middleware.proxy.pipeline import answer, read_json
 from byok_middleware.router import Incoming
 
 __all__ = ["handle_transcription", "reported_usage"]
@@ -86,7 +86,7 @@ async def handle_transcription(gateway: Gateway, call: Call, incoming: Incoming)
         return upstream.stream(), {**upstream.headers(), "accept": ACCEPT}
 
     forwarded = await gateway.forward(call, path=endpoint.value, build=build)
-    raw, data = await read_json(forwarded)
+    raw, data = await read_json(forwarded, json_only=False)
     if not _is_json(forwarded.response.headers.get("content-type", "")):
         data = None  # a text transcript that happens to parse as JSON stays text
     usage = reported_usage(data, provider=call.provider)
@@ -94,7 +94,7 @@ async def handle_transcription(gateway: Gateway, call: Call, incoming: Incoming)
         # Parsing headers is quick, but it is CPU work on untrusted bytes: off the event loop.
         seconds = await asyncio.to_thread(audio_seconds, upload.chunks)
         usage = None if seconds is None else Usage(audio_seconds=seconds)
-    await send_metered(
+    await answer(
         gateway,
         call,
         forwarded,

@@ -1,0 +1,165 @@
+"""The one SSE relay shell: bytes in from upstream, a rewriter's frames out to the client.
+
+Every streamed answer goes through ``relay_stream``, whatever the upstream wire and the client's
+dialect; only the ``StreamRewriter`` (``proxy/rewriters.py``) differs. The shell guarantees:
+
+* frames are sent as the upstream events arrive, never buffered beyond one read;
+* the client always gets a well-formed ending: the rewriter's ``finish`` after a completed
+  stream, else its ``abort`` (an error event, then the dialect's end) when the upstream broke
+  off, sent an event over the size limit, or sent something the rewriter cannot read;
+* the ledger row is recorded before the last byte is sent, so a completed response's row is
+  queued even if the process dies right after;
+* a client that leaves stops the relay and closes the upstream response at once.
+
+Budgets settle at ``Gateway.record``; a response cache stores a completed stream's answer from
+the rewriter once ``completed`` is true (the shell's ``on_complete`` hook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from byok_middleware.asgi import Receive, Send
+from byok_middleware.gateway import Call, Forwarded, Gateway
+from byok_middleware.proxy.metadata import CallMetadata
+from byok_middleware.proxy.rewriters import StreamRewriter
+from byok_middleware.proxy.sse import SSESplitter
+
+__all__ = ["SSE_HEADERS", "relay_stream", "run_until_disconnect", "upstream_error"]
+
+logger = logging.getLogger("byok_middleware.proxy.relay")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def upstream_error(message: str, code: str) -> dict[str, object]:
+    """The ``error`` object of a stream that the upstream broke (OpenAI's shape)."""
+    return {"message": message, "type": "upstream_error", "param": None, "code": code}
+
+
+async def run_until_disconnect(receive: Receive, relay: Awaitable[None]) -> bool:
+    """Run ``relay``; cancel it if the client goes away. True when the client disconnected."""
+    task = asyncio.ensure_future(relay)
+
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await task
+    except asyncio.CancelledError:
+        if watcher.done():
+            return True  # the watcher cancelled the relay: the client left
+        raise  # we are being cancelled ourselves
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    return False
+
+
+class _Ending:
+    """How the relay ended, for the ledger."""
+
+    __slots__ = ("error_type", "recorded")
+
+    def __init__(self) -> None:
+        self.error_type: str | None = None
+        self.recorded = False
+
+
+async def relay_stream(
+    gateway: Gateway,
+    call: Call,
+    forwarded: Forwarded,
+    meta: CallMetadata,
+    rewriter: StreamRewriter,
+    *,
+    receive: Receive,
+    send: Send,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    on_complete: Callable[[StreamRewriter], None] | None = None,
+) -> None:
+    """Relay ``forwarded``'s SSE body through ``rewriter`` to the client, then record the call."""
+    response = forwarded.response
+    ending = _Ending()
+
+    def record(status: int) -> None:
+        # Priced on the usage known so far: a cut stream is billed for what it used.
+        meta.cost_usd = gateway.cost(call, rewriter.usage)
+        gateway.record(
+            call,
+            candidate=forwarded.candidate,
+            usage=rewriter.usage,
+            cost=meta.cost_usd,
+            status_code=status,
+            error_type=rewriter.error_type or ending.error_type,
+        )
+        ending.recorded = True
+
+    async def relay() -> None:
+        headers = SSE_HEADERS + meta.headers(with_cost=False) + (extra_headers or [])
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        splitter = SSESplitter()
+        try:
+            async for data in response.aiter_bytes():
+                frames: list[bytes] = []
+                for raw in splitter.feed(data):
+                    frames += rewriter.feed(raw)
+                    if rewriter.done:
+                        break
+                if frames:
+                    await send(
+                        {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
+                    )
+                if rewriter.done:
+                    break
+        except httpx.HTTPError:
+            ending.error_type = "stream_interrupted"
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A malformed event, an oversized one, or a shape the translation cannot read.
+            ending.error_type = "upstream_malformed"
+            logger.warning(
+                "the %s stream sent an event the gateway cannot read (%s): %s",
+                call.provider,
+                call.request_id,
+                type(exc).__name__,
+            )
+        finally:
+            await response.aclose()
+        if rewriter.completed:
+            record(200)
+            if on_complete is not None:
+                on_complete(rewriter)
+            tail = rewriter.finish(meta.as_dict())
+        else:
+            ending.error_type = ending.error_type or "stream_interrupted"
+            record(502)
+            message = (
+                f"the {call.provider} stream ended before completion; the answer is incomplete"
+                if ending.error_type == "stream_interrupted"
+                else f"the {call.provider} stream sent an event the gateway cannot read"
+            )
+            tail = rewriter.abort(upstream_error(message, ending.error_type), meta.as_dict())
+        await send({"type": "http.response.body", "body": b"".join(tail), "more_body": False})
+
+    try:
+        disconnected = await run_until_disconnect(receive, relay())
+    finally:
+        await response.aclose()  # at once, whatever stopped the relay
+    if disconnected and not ending.recorded:
+        ending.error_type = "client_disconnected"
+        record(499)
