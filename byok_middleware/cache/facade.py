@@ -296,6 +296,7 @@ class ResponseCache:
                 rows = await self.backend.vectors(
                     tenant_id, tenant.synced_seq, self._now(), _SYNC_PAGE
                 )
+                fresh = []
                 for row in rows:
                     tenant.synced_seq = max(tenant.synced_seq, row.seq)
                     if index.has(tenant_id, row.key):
@@ -305,7 +306,8 @@ class ResponseCache:
                     except (DecryptionError, ValueError):
                         self.metrics.dropped += 1
                         continue
-                    index.add(tenant_id, row.key, row.group, vector)
+                    fresh.append((row.key, row.group, vector))
+                index.add_many(tenant_id, fresh)
                 pages += 1
                 if len(rows) < _SYNC_PAGE:
                     tenant.synced_at = started

@@ -110,7 +110,9 @@ class SemanticIndex:
     measurable loss at a similarity threshold of 0.95).
     """
 
-    def __init__(self, *, dtype: str = "f16", connectivity: int = 16) -> None:
+    def __init__(
+        self, *, dtype: str = "f16", connectivity: int = 16, expansion_add: int = 64
+    ) -> None:
         try:
             from usearch.index import Index
         except ImportError as exc:
@@ -123,6 +125,7 @@ class SemanticIndex:
         self._index_type = Index
         self._dtype = dtype
         self._connectivity = connectivity
+        self._expansion_add = expansion_add
         self._np = _numpy()
         self._tenants: dict[str, _TenantIndex] = {}
 
@@ -140,22 +143,38 @@ class SemanticIndex:
 
     def add(self, tenant_id: str, key: str, group: str, vector: bytes) -> None:
         """Index ``vector`` (float32 bytes) under ``key``, replacing what ``key`` had."""
+        self.add_many(tenant_id, [(key, group, vector)])
+
+    def add_many(self, tenant_id: str, rows: Sequence[tuple[str, str, bytes]]) -> None:
+        """Index (key, group, float32 bytes) rows, one batch per group (a replica catching up
+        adds a page at a time)."""
         tenant = self.tenant(tenant_id)
-        self.remove(tenant_id, key)
-        array = self._np.frombuffer(vector, dtype="<f4")
-        slot = tenant.groups.get(group)
-        if slot is None:
-            index = self._index_type(
-                ndim=len(array), metric="cos", dtype=self._dtype, connectivity=self._connectivity
-            )
-            slot = tenant.groups[group] = _Group(index=index, ndim=len(array))
-        if len(array) != slot.ndim or not len(array):
-            return  # another model's vector under the same name: never comparable
-        label = tenant.next_label
-        tenant.next_label += 1
-        slot.index.add(label, array, threads=1)
-        slot.keys[label] = key
-        tenant.labels[key] = (group, label)
+        batches: dict[str, list[tuple[str, Any]]] = {}
+        for key, group, vector in rows:
+            self.remove(tenant_id, key)
+            batches.setdefault(group, []).append((key, self._np.frombuffer(vector, dtype="<f4")))
+        for group, batch in batches.items():
+            slot = tenant.groups.get(group)
+            if slot is None:
+                index = self._index_type(
+                    ndim=len(batch[0][1]),
+                    metric="cos",
+                    dtype=self._dtype,
+                    connectivity=self._connectivity,
+                    expansion_add=self._expansion_add,
+                )
+                slot = tenant.groups[group] = _Group(index=index, ndim=len(batch[0][1]))
+            # Another model's vector under the same name is never comparable: left out.
+            fitting = [(key, array) for key, array in batch if len(array) == slot.ndim]
+            if not fitting:
+                continue
+            labels = list(range(tenant.next_label, tenant.next_label + len(fitting)))
+            tenant.next_label += len(fitting)
+            matrix = self._np.stack([array for _, array in fitting])
+            slot.index.add(self._np.asarray(labels, dtype="uint64"), matrix, threads=1)
+            for label, (key, _) in zip(labels, fitting, strict=True):
+                slot.keys[label] = key
+                tenant.labels[key] = (group, label)
 
     def remove(self, tenant_id: str, key: str) -> None:
         tenant = self._tenants.get(tenant_id)
