@@ -67,6 +67,12 @@ class BYOKConfig:
     connect_timeout: float = 10.0
     key_cache_ttl: float = 30.0
     dashboard: bool = True
+    # Bad days (README "Bad days"): the ledger journal ("off" disables it; None: the default
+    # place), the wait for a stream's first event, the whole exchange, an upstream body's size.
+    journal_dir: str | None = None
+    first_event_timeout: float = 30.0
+    upstream_deadline: float = 900.0
+    max_upstream_body_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", _clean_prefix(self.prefix))

@@ -42,7 +42,9 @@ from byok_middleware.gateway.calls import (
 from byok_middleware.gateway.failover import Failover
 from byok_middleware.gateway.health import HealthRecorder
 from byok_middleware.gateway.keys import KeyService, ResolvedKey
+from byok_middleware.gateway.journal import Journal, journal_directory
 from byok_middleware.gateway.ledger import Ledger
+from byok_middleware.gateway.ledger_rows import MAX_TOKENS
 from byok_middleware.gateway.limits import LimitTracker
 from byok_middleware.gateway.models import ModelCatalogue, resolve_routes
 from byok_middleware.gateway.options import EngineOptions
@@ -75,6 +77,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("byok_middleware.gateway")
+
+# How long a shutdown waits for the ledger to store queued rows (they stay journalled after).
+LEDGER_CLOSE_GRACE = 10.0
 
 
 def upstream_client(
@@ -154,7 +159,10 @@ class Gateway:
         # Without the host's own ``identify``, callers present gateway API keys.
         self.identify: Identify | None = identify
         self.gateway_keys = GatewayKeys(self.store, ttl=config.key_cache_ttl)
-        self.ledger = Ledger(self.store)
+        journal_dir = journal_directory(
+            config.journal_dir, config.database_url, store_given=store is not None
+        )
+        self.ledger = Ledger(self.store, journal=Journal(journal_dir) if journal_dir else None)
         self.bus, self.counters = _shared_state(config, bus, counters)
         self.keys.on_change(self.bus.publish)
         self._transport = options.get("transport")
@@ -198,7 +206,14 @@ class Gateway:
         self._failover = Failover(
             self._client, self.upstreams, health=self.health, limits=self.limits, clock=self.clock
         )
-        self.ledger.start()
+        try:
+            self.ledger.start()  # replays what a crashed process left in the journal
+        except OSError as exc:
+            await self.close()
+            raise ConfigurationError(
+                f"the ledger journal cannot be opened ({exc.strerror or exc}); set "
+                "BYOK_JOURNAL_DIR to a writable folder (or 'off' to run without one)"
+            ) from None
         if isinstance(self.prices, GenaiPrices):
             # Load the price data now (tens of ms, in a thread), not in the first request.
             await asyncio.to_thread(self._warm_prices)
@@ -222,7 +237,7 @@ class Gateway:
     async def close(self) -> None:
         await self.health.flush()
         await self.limits.flush()
-        await self.ledger.close()
+        await self.ledger.close(grace=LEDGER_CLOSE_GRACE)
         await self.bus.close()
         await self.counters.close()
         if self._client is not None:
@@ -351,7 +366,8 @@ class Gateway:
         same reading, which saves a clock call per request.
         """
         if candidate is not None and usage is not None:
-            tokens = usage.prompt_tokens + usage.completion_tokens
+            # Upstreams report usage: bounded here so that shared counters cannot overflow.
+            tokens = min(max(usage.prompt_tokens + usage.completion_tokens, 0), MAX_TOKENS)
             self.limits.finished(candidate.record, tokens, cost)
         self.ledger.record(
             UsageRecord(

@@ -1,0 +1,254 @@
+"""The ledger's local journal: every row reaches the operating system before its response ends.
+
+Files (in one directory, created ``0700``; ``BYOK_JOURNAL_DIR``, by default next to the SQLite
+file):
+
+* ``ledger-<time>-<pid>.jsonl``: segments, one JSON row per line, appended with one ``write``
+  system call per row on an ``O_APPEND`` descriptor. Once ``write`` returned the row is in the
+  kernel's page cache: it survives ``kill -9`` of the process (not a power cut, see below).
+* ``dead-letter.jsonl``: rows no store would take, one ``{"at", "reason", "row"}`` per line; an
+  operator reads or replays them by hand. Never deleted by the gateway.
+
+**fsync policy.** ``append`` does not fsync (that would cost a disk flush per request); the
+ledger's background writer calls ``sync`` (``fsync`` in a thread) once per flush interval
+(0.2 s) while rows were appended, and before a segment is sealed. So a process crash loses no
+row, and a machine crash loses at most the rows of the last interval that the kernel had not yet
+written back.
+
+**Lifecycle.** The ledger ``seal``s the active segment when a flush starts (a new one takes the
+next rows) and ``discard_sealed`` once every row of the sealed segments is in the store or in
+the dead letters: that is the compaction. A process holds an exclusive ``flock`` on each segment
+it owns until it deletes it; at start-up ``open`` adopts every segment nobody holds (a process
+that died, or stopped while its store was unreachable) and returns its rows for replay. Replays
+are idempotent: ``request_id`` is the ledger's key and stores ignore a row they already have.
+Without ``fcntl`` (Windows) no lock is taken: one process per journal directory there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from byok_middleware.gateway.ledger_rows import row_from_json, row_to_json
+from byok_middleware.storage.base import UsageRecord
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover -- Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["DEAD_LETTER_FILE", "Journal", "journal_directory"]
+
+logger = logging.getLogger("byok_middleware.ledger")
+
+DEAD_LETTER_FILE = "dead-letter.jsonl"
+_SEGMENT_GLOB = "ledger-*.jsonl"
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+def journal_directory(
+    journal_dir: str | None, database_url: str, *, store_given: bool
+) -> Path | None:
+    """Where the journal lives (``BYOK_JOURNAL_DIR``); None: no journal.
+
+    ``"off"``: none. Unset: next to a SQLite file (``byok.db`` -> ``byok.db.ledger-journal/``);
+    for PostgreSQL a directory per database in the system's temporary folder (it survives a
+    process crash; set ``BYOK_JOURNAL_DIR`` on persistent disk to survive a reboot too); none
+    for in-memory stores and for a store passed in without ``BYOK_JOURNAL_DIR``.
+    """
+    if journal_dir is not None:
+        return None if journal_dir.strip().lower() == "off" else Path(journal_dir)
+    if store_given:
+        return None
+    scheme, _, rest = database_url.strip().partition("://")
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        path = rest[1:] if rest.startswith("/") else ""
+        return None if not path or path == ":memory:" else Path(path + ".ledger-journal")
+    if scheme in {"postgresql", "postgres"}:
+        parts = urlsplit(database_url.strip())
+        netloc = parts.netloc.rpartition("@")[2]  # no user or password in what is hashed
+        where = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        digest = hashlib.sha256(where.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"byok-ledger-journal-{digest}"
+    return None
+
+
+def _lock(fd: int) -> bool:
+    """An exclusive lock on ``fd`` without waiting; False when another process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+class _Segment:
+    __slots__ = ("fd", "path", "rows")
+
+    def __init__(self, path: Path, fd: int, rows: int = 0) -> None:
+        self.path = path
+        self.fd = fd
+        self.rows = rows
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self.fd)  # after the unlink: the lock holds until the file is gone
+
+
+class Journal:
+    """An append-only, crash-safe record of the ledger rows not yet in the store."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._active: _Segment | None = None
+        self._sealed: list[_Segment] = []
+        self._unsynced = False
+        self._failed_writes = 0
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.directory)!r})"
+
+    @property
+    def is_open(self) -> bool:
+        return self._active is not None
+
+    @property
+    def has_sealed(self) -> bool:
+        return bool(self._sealed)
+
+    def open(self) -> list[UsageRecord]:
+        """Create the directory, adopt orphaned segments and start a segment of our own.
+
+        Returns the orphans' rows (to write again). Raises ``OSError`` when the directory cannot
+        be created or written.
+        """
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = self.directory.stat()
+        if hasattr(os, "getuid") and info.st_uid != os.getuid() and info.st_mode & 0o022:
+            # Someone else's folder that others may write into (a shared /tmp): they could plant
+            # rows for us to replay. Refused.
+            raise PermissionError(f"the journal folder {self.directory} is not ours")
+        rows: list[UsageRecord] = []
+        for path in sorted(self.directory.glob(_SEGMENT_GLOB)):
+            try:
+                fd = os.open(path, _FLAGS, 0o600)
+            except FileNotFoundError:
+                continue  # its owner compacted it just now
+            if not _lock(fd):
+                os.close(fd)  # a live process's segment
+                continue
+            if not path.exists():
+                os.close(fd)  # deleted between our open and our lock: nothing to adopt
+                continue
+            found = self._read(path)
+            rows += found
+            self._sealed.append(_Segment(path, fd, len(found)))
+        if rows:
+            logger.warning("replaying %d ledger rows found in the journal", len(rows))
+        self._active = self._new_segment()
+        return rows
+
+    def _read(self, path: Path) -> list[UsageRecord]:
+        rows = []
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(row_from_json(line))
+            except ValueError as exc:
+                # A torn last line after a machine crash: kept for the operator, not replayed.
+                self._dead_letter_raw(line, f"unreadable journal line: {exc}")
+        return rows
+
+    def _new_segment(self) -> _Segment:
+        name = f"ledger-{time.time_ns():020d}-{os.getpid()}.jsonl"
+        path = self.directory / name
+        fd = os.open(path, _FLAGS, 0o600)
+        _lock(fd)  # a fresh name: nobody else holds it
+        return _Segment(path, fd)
+
+    def append(self, row: UsageRecord) -> None:
+        """Write ``row`` to the active segment now (one ``write``; no fsync, see the module)."""
+        segment = self._active
+        if segment is None:
+            raise RuntimeError("the journal is not open")
+        try:
+            os.write(segment.fd, row_to_json(row))
+        except OSError as exc:
+            # A full or failing disk must not fail the request: the row is still queued in
+            # memory; only its crash safety is lost, and that is said loudly.
+            self._failed_writes += 1
+            if self._failed_writes in (1, 10, 100) or self._failed_writes % 1000 == 0:
+                logger.error(
+                    "the ledger journal cannot be written (%s); %d rows are held in memory only",
+                    exc.strerror,
+                    self._failed_writes,
+                )
+            return
+        segment.rows += 1
+        self._unsynced = True
+
+    def sync(self) -> None:
+        """fsync the active segment if rows were appended since the last sync (blocking: call it
+        in a thread). The caller must not seal or close concurrently."""
+        if self._active is not None and self._unsynced:
+            self._unsynced = False
+            os.fsync(self._active.fd)
+
+    def seal(self) -> None:
+        """Close the active segment to new rows (if it has any) and start the next one."""
+        if self._active is None or self._active.rows == 0:
+            return
+        self._sealed.append(self._active)
+        self._active = self._new_segment()
+
+    def discard_sealed(self) -> None:
+        """Delete the sealed segments: every row in them is stored or dead-lettered."""
+        sealed, self._sealed = self._sealed, []
+        for segment in sealed:
+            segment.remove()
+
+    def dead_letter(self, row: UsageRecord, reason: str) -> None:
+        """Keep a row no store would take, with the reason (never row contents in a log)."""
+        self._dead_letter_raw(row_to_json(row).rstrip(b"\n"), reason, parsed=True)
+
+    def _dead_letter_raw(self, line: bytes, reason: str, *, parsed: bool = False) -> None:
+        entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "reason": reason[:500]}
+        entry["row" if parsed else "line"] = (
+            orjson.Fragment(line) if parsed else line.decode("utf-8", "backslashreplace")
+        )
+        fd = os.open(self.directory / DEAD_LETTER_FILE, _FLAGS, 0o600)
+        try:
+            os.write(fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+            os.fsync(fd)  # rare, and the only copy of the row from now on
+        finally:
+            os.close(fd)
+        logger.error("a ledger row was moved to the dead letters in %s: %s", self.directory, reason)
+
+    def close(self) -> None:
+        """Release every segment; an empty active one is deleted, the others stay for replay."""
+        active, self._active = self._active, None
+        if active is not None:
+            if active.rows == 0:
+                active.remove()
+            else:
+                with contextlib.suppress(OSError):
+                    os.fsync(active.fd)
+                os.close(active.fd)
+        for segment in self._sealed:
+            os.close(segment.fd)
+        self._sealed = []

@@ -1,0 +1,182 @@
+"""Ledger rows made safe to store, and their one-line JSON form for the journal.
+
+``clean_row`` is applied to every row before it is queued, so a row can never sink a batch
+(on any store) for a reason known in advance:
+
+* text (ids, model, provider, endpoint, attribution, error type, cost source): control
+  characters (C0, DEL, C1) and lone surrogates are escaped as ``\\xNN`` / ``\\uNNNN``; more
+  than ``MAX_TEXT`` characters are cut (a model name is client input; the edge refuses both, this
+  is the backstop for anything that slipped through, e.g. an identity callable's tenant id);
+* counts (tokens, attempts, status): clamped into ranges far inside int64, so the store's sums
+  cannot overflow either (SQLite's ``sum`` raises on int64 overflow);
+* latency, time to first token, money: finite, non-negative, bounded; a naive time is UTC.
+
+Every change is flagged in ``error_type`` (``text_escaped``, ``usage_clamped``), so a clamped row
+is visible in the ledger rather than silently "fixed".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from byok_middleware.storage.base import UsageRecord
+
+__all__ = [
+    "MAX_COST_USD",
+    "MAX_TEXT",
+    "MAX_TOKENS",
+    "clean_row",
+    "row_from_json",
+    "row_to_json",
+]
+
+MAX_TEXT = 512
+MAX_TOKENS = (
+    10**12
+)  # no request is within six orders of magnitude; 9 million such rows sum in int64
+MAX_COST_USD = Decimal(10**9)
+_MAX_MS = 1e10  # ~115 days
+
+_TEXT = (
+    "request_id", "tenant_id", "key_id", "provider", "model", "endpoint", "attribution",
+    "error_type", "cost_source",
+)  # fmt: skip
+_TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens")
+_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _text(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return _UNSAFE.sub(_escape, text)[:MAX_TEXT]
+
+
+def _count(value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return low
+    if isinstance(value, float | Decimal) and not math.isfinite(value):
+        return high if value > 0 else low
+    return min(max(int(value), low), high)
+
+
+def _milliseconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return 0.0
+    number = float(value)
+    if math.isnan(number):
+        return 0.0
+    return min(max(number, 0.0), _MAX_MS)
+
+
+def _money(value: object) -> Decimal | None:
+    """A cost within [0, MAX_COST_USD]; None (unpriced) for what is not a number at all."""
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    if number.is_nan():
+        return None
+    return min(max(number, Decimal(0)), MAX_COST_USD)
+
+
+def _flag(error_type: str | None, flag: str) -> str:
+    if not error_type:
+        return flag
+    return error_type if flag in error_type.split(";") else f"{error_type};{flag}"[:MAX_TEXT]
+
+
+def clean_row(row: UsageRecord) -> UsageRecord:
+    """``row`` if it is safe to store as is (the common case: no copy), else a cleaned copy."""
+    changes: dict[str, Any] = {}
+    flags: list[str] = []
+    for name in _TEXT:
+        value = getattr(row, name)
+        if value is None or (
+            type(value) is str and len(value) <= MAX_TEXT and not _UNSAFE.search(value)
+        ):
+            continue
+        changes[name] = _text(value)
+        flags.append("text_escaped")
+    for name, low, high in (
+        *((t, 0, MAX_TOKENS) for t in _TOKENS),
+        ("status_code", 0, 999),
+        ("attempts", 1, 1000),
+    ):
+        value = getattr(row, name)
+        if type(value) is not int or not low <= value <= high:
+            changes[name] = _count(value, low, high)
+            flags.append("usage_clamped")
+    for name in ("latency_ms", "ttft_ms"):
+        value = getattr(row, name)
+        if (value is None and name == "ttft_ms") or (
+            type(value) is float and 0.0 <= value <= _MAX_MS
+        ):
+            continue
+        changes[name] = _milliseconds(value)
+        if changes[name] != value:  # an int in range is only a type slip, not worth a flag
+            flags.append("usage_clamped")
+    for name in ("cost_usd", "cost_saved_usd"):
+        value = getattr(row, name)
+        if value is None:
+            continue
+        if (
+            not isinstance(value, Decimal)
+            or not value.is_finite()
+            or not 0 <= value <= MAX_COST_USD
+        ):
+            changes[name] = _money(value)
+            flags.append("usage_clamped")
+    if not isinstance(row.created_at, datetime):
+        changes["created_at"] = datetime.now(UTC)
+        flags.append("usage_clamped")
+    elif row.created_at.utcoffset() is None:
+        changes["created_at"] = row.created_at.replace(tzinfo=UTC)
+    if not changes:
+        return row
+    error_type = changes.get("error_type", row.error_type)
+    for flag in dict.fromkeys(flags):
+        error_type = _flag(error_type, flag)
+    changes["error_type"] = error_type
+    return dataclasses.replace(row, **changes)
+
+
+def _default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def row_to_json(row: UsageRecord) -> bytes:
+    """One journal line (with its newline): the row's fields as a JSON object."""
+    return orjson.dumps(row, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def row_from_json(line: bytes) -> UsageRecord:
+    """The row of one journal line; unknown fields (a newer version's) are dropped.
+
+    Raises ``ValueError`` for a line that is not a row (a torn write after a machine crash).
+    """
+    data = orjson.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("a journal line is not a JSON object")
+    values = {name: data[name] for name in _FIELDS if name in data}
+    try:
+        values["created_at"] = datetime.fromisoformat(str(values["created_at"]))
+        for name in ("cost_usd", "cost_saved_usd"):
+            if values.get(name) is not None:
+                values[name] = Decimal(str(values[name]))
+        return clean_row(UsageRecord(**values))
+    except (KeyError, TypeError, InvalidOperation) as exc:
+        raise ValueError(f"a journal line is not a ledger row ({type(exc).__name__})") from None
