@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -119,6 +120,14 @@ def _on_store(db_path: Path, action: Any) -> Any:
 @pytest.fixture
 def mission(fake: FakeUpstream, tmp_path: Path) -> Iterator[Mission]:
     """A running gateway with Mission Control mounted and two tenants' traffic."""
+    with start_mission(fake, tmp_path) as state:
+        yield state
+
+
+@contextmanager
+def start_mission(
+    fake: FakeUpstream, tmp_path: Path, *, webhook_allow_private: bool = False
+) -> Iterator[Mission]:
     db_path = tmp_path / "mission.db"
     config = BYOKConfig(
         master_key=generate_master_key(),
@@ -137,7 +146,7 @@ def mission(fake: FakeUpstream, tmp_path: Path) -> Iterator[Mission]:
 
     made = _on_store(db_path, tenants)
     middleware = BYOKMiddleware(_host, config=config)
-    register(middleware.router, admin_key=ADMIN_KEY)
+    register(middleware.router, admin_key=ADMIN_KEY, webhook_allow_private=webhook_allow_private)
     server = ServerThread(middleware).start()
     state = Mission(server.url, db_path, {name: key for name, (_, key) in made.items()})
     try:
