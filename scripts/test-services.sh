@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts (or stops) the real servers the many-replica tests need: PostgreSQL and Redis on
 # 127.0.0.1, on non-default ports, with throw-away data under .pgdata/ (ignored by git).
+# `start` also installs Debian's chromium when missing, for the dashboard's browser tests.
 #
 #   scripts/test-services.sh start   install if missing (apt-get, as root), start, write the URLs
 #   scripts/test-services.sh stop    stop both and delete their data (safe to run twice)
@@ -40,6 +41,8 @@ install_missing() {
   local packages=()
   [ -n "$(pg_bindir)" ] || packages+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+  # The dashboard's browser tests drive Debian's chromium (Playwright's download is not used).
+  [ -x /usr/bin/chromium ] || packages+=(chromium)
   [ ${#packages[@]} -eq 0 ] && return
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     log "missing ${packages[*]}; install them (Debian: apt-get install ${packages[*]})"

@@ -7,12 +7,16 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from byok_middleware.mission.series import bucket_starts, percentile, series_view
 from byok_middleware.storage.base import UsageRecord
-from tests.test_mission_seed import SEEDED_PER_TENANT, Mission, mission
+from byok_middleware.telemetry import RequestEnd, RequestStart
+from byok_middleware.telemetry.metrics import PrometheusObserver
+from byok_middleware.testing import FakeUpstream
+from tests.test_mission_seed import SEEDED_PER_TENANT, Mission, mission, start_mission
 
 __all__ = ["mission"]  # the fixture, imported for pytest
 
@@ -202,3 +206,17 @@ def test_dashboard_assets_are_local_hashed_and_locked_down(mission: Mission) -> 
 def http_text(mission: Mission, link: str) -> str:
     with mission.client() as http:
         return http.get(link.removeprefix("/v1")).text
+
+
+def test_metrics_route_needs_the_admin_key(fake: FakeUpstream, tmp_path: Path) -> None:
+    """``/byok/metrics`` answers the registry's text to the operator key only."""
+    observer = PrometheusObserver()
+    token = observer.request_started(RequestStart("r", "t", "/embeddings", "m"))
+    observer.request_finished(token, RequestEnd(200, 5.0, 1, "openai", "m"))
+    with start_mission(fake, tmp_path, metrics=observer.registry) as running:
+        with running.client("acme") as tenant:
+            assert tenant.get("/byok/metrics").status_code == 401
+        with running.client(admin=True) as admin:
+            response = admin.get("/byok/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert 'byok_requests_total{attribution="none",model="m"' in response.text

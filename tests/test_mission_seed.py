@@ -126,7 +126,11 @@ def mission(fake: FakeUpstream, tmp_path: Path) -> Iterator[Mission]:
 
 @contextmanager
 def start_mission(
-    fake: FakeUpstream, tmp_path: Path, *, webhook_allow_private: bool = False
+    fake: FakeUpstream,
+    tmp_path: Path,
+    *,
+    webhook_allow_private: bool = False,
+    metrics: Any = None,
 ) -> Iterator[Mission]:
     db_path = tmp_path / "mission.db"
     config = BYOKConfig(
@@ -146,7 +150,12 @@ def start_mission(
 
     made = _on_store(db_path, tenants)
     middleware = BYOKMiddleware(_host, config=config)
-    register(middleware.router, admin_key=ADMIN_KEY, webhook_allow_private=webhook_allow_private)
+    register(
+        middleware.router,
+        admin_key=ADMIN_KEY,
+        webhook_allow_private=webhook_allow_private,
+        metrics=metrics,
+    )
     server = ServerThread(middleware).start()
     state = Mission(server.url, db_path, {name: key for name, (_, key) in made.items()})
     try:
