@@ -7,9 +7,8 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-import orjson
-
 from byok_middleware.errors import BYOKError, InvalidRequest, PayloadTooLarge
+from byok_middleware.jsoncodec import dumps, loads
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -163,33 +162,6 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
-def loads(raw: bytes | str) -> Any:
-    """Parse JSON text with orjson; what orjson refuses but the standard library reads (integers
-    beyond 64 bits, ``NaN``, unpaired surrogate escapes, very deep nesting) is parsed by
-    ``json.loads``, so the two agree on every input and only the rare ones pay twice.
-
-    Raises ``ValueError`` (``UnicodeDecodeError`` included) or ``RecursionError``.
-    """
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
-
-
-def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; objects JSON has no type for (``Decimal``, ``datetime``) as ``str``.
-
-    orjson writes it; values it refuses (integers beyond 64 bits, non-string keys, unpaired
-    surrogates) fall back to ``json.dumps``, which may still raise ``ValueError`` for those.
-    """
-    try:
-        return orjson.dumps(value, default=str, option=_PASSTHROUGH)
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-
-
-# Types orjson would write itself but differently from ``json.dumps(default=str)``.
-_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 async def send_json(
