@@ -399,3 +399,13 @@ async def test_embeddings_are_cached_exactly(keyring: Keyring) -> None:
     hit = await cache.lookup(*args, kind="embeddings")
     assert hit is not None and hit.entry.response["data"][0]["embedding"] == [0.1]
     assert await cache.lookup(*args) is None
+
+
+async def test_memory_backend_lists_only_the_live_row_of_a_replaced_entry() -> None:
+    """Replacing one semantic entry many times leaves one row to list, not the history."""
+    backend = MemoryBackend()
+    for i in range(3000):
+        vector = f"v{i}".encode()
+        await backend.put(StoredEntry("t1", "k", b"s", 0.0, 1e12, "g", vector), now=float(i))
+    rows = await backend.vectors("t1", 0, now=1.0, limit=10)
+    assert [(r.key, r.vector) for r in rows] == [("k", b"v2999")]

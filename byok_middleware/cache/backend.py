@@ -134,6 +134,8 @@ class MemoryBackend:
             tenant = self._tenants.setdefault(entry.tenant_id, _Tenant())
             tenant.seqs.append(self._seq)
             tenant.keys.append(entry.key)
+            if len(tenant.seqs) > 2 * len(self._entries) + 1024:
+                self._compact(entry.tenant_id, tenant)
         evicted = 0
         # Least recently used first; an entry larger than the whole budget evicts itself too.
         while self._bytes > self._max_bytes and self._entries:
@@ -141,6 +143,16 @@ class MemoryBackend:
             self._remove(tenant_id, key)
             evicted += 1
         return evicted
+
+    def _compact(self, tenant_id: str, tenant: _Tenant) -> None:
+        # The sequence list keeps replaced and evicted keys until it outgrows the live entries.
+        live = [
+            (seq, key)
+            for seq, key in zip(tenant.seqs, tenant.keys, strict=True)
+            if (found := self._entries.get((tenant_id, key))) is not None and found[0] == seq
+        ]
+        tenant.seqs = [seq for seq, _ in live]
+        tenant.keys = [key for _, key in live]
 
     async def delete(self, tenant_id: str, key: str) -> None:
         self._remove(tenant_id, key)
