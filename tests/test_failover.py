@@ -280,9 +280,10 @@ def test_tpm_limit_applies_to_the_next_request(start_gateway: Any, fake: FakeUps
 
 def test_budget_exceeded_falls_back_to_the_platform(gateway: Gateway, fake: FakeUpstream) -> None:
     """A key past its monthly budget is skipped: the platform key serves (attribution xantly)."""
-    key = gateway.add_key("acme", "openai", K1, monthly_budget_usd=0.0001)
-    assert chat(gateway).json()["xantly_metadata"]["key_id"] == key["id"]
-    meta = chat(gateway).json()["xantly_metadata"]
+    key = gateway.add_key("acme", "openai", K1, monthly_budget_usd=0.0004)
+    small = {**CHAT, "max_tokens": 5}  # a worst case (about $0.00025) the budget can hold
+    assert chat(gateway, small).json()["xantly_metadata"]["key_id"] == key["id"]
+    meta = chat(gateway, small).json()["xantly_metadata"]
     assert (meta["cost_attribution"], meta["key_id"]) == ("xantly", None)
     with gateway.client("acme") as http:
         route = http.get("/v1/byok/route", params={"model": "openai/gpt-4o"}).json()

@@ -13,8 +13,8 @@ from byok_middleware import BYOKConfig, generate_master_key
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import InvalidRequest, NoProviderKey, RateLimited
 from byok_middleware.gateway import Gateway
+from byok_middleware.gateway import budgets as budgets_module
 from byok_middleware.gateway import health as health_module
-from byok_middleware.gateway import limits as limits_module
 from byok_middleware.gateway.health import (
     Outcome,
     classify,
@@ -389,7 +389,7 @@ async def test_per_key_bookkeeping_stays_bounded_over_key_churn(
     """Keys come and go over a long uptime: health notes, 429 strikes and cached monthly spends
     of keys no longer used are pruned past a cap, and a note still inside its interval stays."""
     monkeypatch.setattr(health_module, "MAX_TRACKED_KEYS", 5)
-    monkeypatch.setattr(limits_module, "MAX_TRACKED_KEYS", 5)
+    monkeypatch.setattr(budgets_module, "MAX_FIGURES", 5)
     now = [NOW]
     gateway = Gateway(
         BYOKConfig(master_key=generate_master_key()), store=MemoryStore(), clock=lambda: now[0]
@@ -407,7 +407,7 @@ async def test_per_key_bookkeeping_stays_bounded_over_key_churn(
         await gateway.health.flush()
         assert len(gateway.health._noted) <= 5
         assert len(gateway.health._strikes) <= 5
-        assert len(gateway.limits._spend) <= 5
+        assert len(gateway.spend.backend._figures) <= 5  # type: ignore[attr-defined]
         # The newest note still throttles: a second failure within the interval writes nothing.
         assert gateway.health._due("k19", "last_error", now[0]) is False
     finally:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from byok_middleware.crypto import SecretStr
+from byok_middleware.gateway.budgets import Hold
 from byok_middleware.gateway.transport import UpstreamResponse
 from byok_middleware.redaction import Redactor
 from byok_middleware.storage.base import ProviderKeyRecord
@@ -84,6 +85,7 @@ class Call:
     # just (provider, model). ``forward`` sets provider and model to the one that served.
     routes: tuple[ModelRoute, ...] = ()
     candidate: Candidate | None = None  # the last one tried
+    hold: Hold | None = None  # the budget reservation of the current attempt (gateway/spend.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from byok_middleware.clock import utcnow
 from byok_middleware.config import BYOKConfig
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, ConfigurationError, UnsupportedEndpoint
+from byok_middleware.gateway.budgets import BudgetBackend, MemoryBudgets
 from byok_middleware.gateway.calls import (
     BuildRequest,
     Call,
@@ -41,8 +42,8 @@ from byok_middleware.gateway.calls import (
 )
 from byok_middleware.gateway.failover import Failover
 from byok_middleware.gateway.health import HealthRecorder
-from byok_middleware.gateway.keys import KeyService, ResolvedKey
 from byok_middleware.gateway.journal import Journal, journal_directory
+from byok_middleware.gateway.keys import KeyService, ResolvedKey
 from byok_middleware.gateway.ledger import Ledger
 from byok_middleware.gateway.ledger_rows import MAX_TOKENS
 from byok_middleware.gateway.limits import LimitTracker
@@ -55,6 +56,7 @@ from byok_middleware.gateway.planning import (
     no_candidate_error,
     plan_candidates,
 )
+from byok_middleware.gateway.spend import SpendControl, cost_source
 from byok_middleware.gateway.tenants import GatewayKeys, Identify
 from byok_middleware.gateway.transport import AiohttpUpstream, HttpxUpstream, UpstreamClient
 from byok_middleware.gateway.upstream import Upstreams
@@ -115,6 +117,15 @@ def _shared_state(
     )
 
 
+def _budget_backend(config: BYOKConfig) -> BudgetBackend:
+    """Budget figures in Redis when replicas share one (``config.redis_url``), else in process."""
+    if not config.redis_url:
+        return MemoryBudgets()
+    from byok_middleware.shared.redis_budgets import RedisBudgets  # needs redis-py
+
+    return RedisBudgets(config.redis_url)
+
+
 def providers_offering(endpoint: Endpoint) -> list[str]:
     """The providers whose spec lists ``endpoint``, in the table's order."""
     return [name for name, spec in PROVIDERS.items() if endpoint in spec.endpoints]
@@ -173,7 +184,11 @@ class Gateway:
         self.upstreams = Upstreams(config.base_url, list(config.platform_keys.values()))
         self.catalogue = ModelCatalogue(self.prices)
         self.health = HealthRecorder(self.keys, self.store, clock)
-        self.limits = LimitTracker(self.counters, self.store, clock)
+        # Budgets (gateway/spend.py): reserved before each attempt, settled in ``record``.
+        self.spend = SpendControl(
+            self.store, self.ledger, self.prices, clock, backend=_budget_backend(config)
+        )
+        self.limits = LimitTracker(self.counters, self.store, clock, spend=self.spend.key_spent)
         self._turn = 0  # round-robin over keys of equal price and priority
         self._policy = RoutePolicy(config.allow_platform_fallback, config.platform_attribution)
         self._plans: dict[tuple[str, tuple[ModelRoute, ...]], _CachedPlan] = {}
@@ -204,8 +219,14 @@ class Gateway:
             raise
         self._client = self._upstream or upstream_client(self.config, self._transport)
         self._failover = Failover(
-            self._client, self.upstreams, health=self.health, limits=self.limits, clock=self.clock
+            self._client,
+            self.upstreams,
+            health=self.health,
+            limits=self.limits,
+            clock=self.clock,
+            spend=self.spend,
         )
+        self.spend.start()
         try:
             self.ledger.start()  # replays what a crashed process left in the journal
         except OSError as exc:
@@ -225,6 +246,7 @@ class Gateway:
         # Another replica (or this one) changed the tenant's keys: reload them on next use.
         if tenant_id != EVERY_TENANT:
             self.keys.invalidate(tenant_id)
+            self.spend.forget(tenant_id)  # its policy may have changed too
             # Its cached plans are stale now; drop them rather than keep old secrets around.
             for stale in [k for k in self._plans if k[0] == tenant_id]:
                 del self._plans[stale]
@@ -233,10 +255,12 @@ class Gateway:
         self.keys.invalidate()
         self._plans.clear()
         self.gateway_keys.forget()
+        self.spend.forget()
 
     async def close(self) -> None:
         await self.health.flush()
         await self.limits.flush()
+        await self.spend.close()
         await self.ledger.close(grace=LEDGER_CLOSE_GRACE)
         await self.bus.close()
         await self.counters.close()
@@ -334,12 +358,27 @@ class Gateway:
         usable, else the last candidate's error (OpenAI-shaped, redacted) when none succeeds.
         """
         routes = call.routes or (ModelRoute(call.provider, call.model),)
+        policy = self.spend.cached_policy(call.tenant_id)
+        if policy is False:
+            policy = await self.spend.policy(call.tenant_id)
         plan = await self.plan(call.tenant_id, routes)
         if not plan.candidates:
             raise self.no_key_error(plan)
         return await self.failover.attempt(
-            call, plan, path=path, build=build, method=method, stream=stream
+            call, plan, path=path, build=build, method=method, stream=stream, policy=policy
         )
+
+    def budget_headers(self, call: Call) -> list[tuple[bytes, bytes]]:
+        """``x-byok-budget-remaining-usd`` (and ``x-byok-max-tokens-clamped``) of a call that a
+        budget applies to; empty otherwise. Call it after ``record`` (non-streamed answers: the
+        figure is then settled) or before the first byte of a stream (the reservation deducted).
+        """
+        return self.spend.headers(call)
+
+    def cost_source(self, call: Call, cost: Decimal | None) -> str:
+        """Where ``cost`` comes from: ``price_table`` (genai-prices, version in
+        ``pricing.PRICE_TABLE``), ``operator`` (prices the operator supplied) or ``unpriced``."""
+        return cost_source(self.prices, call.provider, call.model, cost)
 
     def cost(
         self, call: Call, usage: Usage | None, *, when: datetime | None = None
@@ -369,6 +408,7 @@ class Gateway:
             # Upstreams report usage: bounded here so that shared counters cannot overflow.
             tokens = min(max(usage.prompt_tokens + usage.completion_tokens, 0), MAX_TOKENS)
             self.limits.finished(candidate.record, tokens, cost)
+        self.spend.settle(call, cost)
         self.ledger.record(
             UsageRecord(
                 request_id=call.request_id,
@@ -387,5 +427,8 @@ class Gateway:
                 created_at=when or self.clock(),
                 attempts=max(call.attempts, 1),
                 error_type=error_type,
+                cost_source=cost_source(self.prices, call.provider, call.model, cost)
+                if usage is not None
+                else None,
             )
         )

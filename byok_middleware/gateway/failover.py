@@ -1,8 +1,8 @@
 """Failover: the attempt loop behind ``Gateway.forward``: try candidates in order, learn key health.
 
-* 2xx: served (a stream once its first SSE event arrived). A 3xx is no answer: the provider
-  moved or a proxy intercepted, so it counts as a provider failure (as a 502). The key's ``last_used_at`` is noted
-  (throttled) and an expired cooldown ends (status back to ``active``).
+* 2xx: served (a stream once its first SSE event arrived). The key's ``last_used_at`` is
+  noted (throttled) and an expired cooldown ends (status back to ``active``). A 3xx is no
+  answer: the provider moved or a proxy intercepted, so it counts as a provider failure (502).
 * connect error, timeout (connect, headers or first event), a 2xx stream that ends or dies
   before its first event, 408, 5xx, 529: next candidate; the key stays usable, ``last_error``
   notes it (throttled). The provider is sick, not the key.
@@ -12,6 +12,15 @@
 * any other 4xx: no failover; the error is relayed (the request is wrong, not the key).
 
 When every candidate failed the client gets the last error (OpenAI shape, redacted).
+
+Spend control (``gateway/spend.py``), when the tenant has a policy or a key has a budget: before
+each attempt the platform key is checked against the tenant's policy (``platform_fallback``:
+``on_failure`` lets it serve only after the tenant's own keys of that provider failed with a
+connection error, timeout, 5xx or 429 in this call, never after a 401/403 and never when the
+tenant has no key of the provider; ``never``; ``platform_models``), then the attempt's worst
+case is reserved on every budget that applies. A budget that cannot cover it moves on to the
+next candidate (429 ``budget_exceeded`` if none is left); a failed attempt frees its
+reservation; a served one keeps it until ``Gateway.record`` settles it.
 """
 
 from __future__ import annotations
@@ -19,11 +28,14 @@ from __future__ import annotations
 import httpx
 
 from byok_middleware.clock import Clock
-from byok_middleware.errors import BYOKError, UpstreamUnavailable
+from byok_middleware.errors import BYOKError, NoProviderKey, UpstreamUnavailable
+from byok_middleware.gateway.budgets import BudgetExceeded
 from byok_middleware.gateway.calls import BuildRequest, Call, Candidate, Forwarded
 from byok_middleware.gateway.health import HealthRecorder, Outcome, classify, retry_after_seconds
 from byok_middleware.gateway.limits import LimitTracker
 from byok_middleware.gateway.planning import RoutePlan
+from byok_middleware.gateway.policy import platform_refusal
+from byok_middleware.gateway.spend import SpendControl
 from byok_middleware.gateway.transport import UpstreamClient, UpstreamResponse
 from byok_middleware.gateway.upstream import (
     EmptyStream,
@@ -32,6 +44,7 @@ from byok_middleware.gateway.upstream import (
     normalize_error,
 )
 from byok_middleware.redaction import bind_call_redactor
+from byok_middleware.storage.base import TenantPolicy
 
 __all__ = ["Failover"]
 
@@ -51,12 +64,14 @@ class Failover:
         health: HealthRecorder,
         limits: LimitTracker,
         clock: Clock,
+        spend: SpendControl | None = None,
     ) -> None:
         self._client = client
         self._upstreams = upstreams
         self._health = health
         self._limits = limits
         self._clock = clock
+        self._spend = spend
 
     async def attempt(
         self,
@@ -67,12 +82,22 @@ class Failover:
         build: BuildRequest,
         method: str = "POST",
         stream: bool = False,
+        policy: TenantPolicy | None = None,
     ) -> Forwarded:
         """The first 2xx answer of ``plan``'s candidates (the module docstring says when the
         next one is tried); raises the last candidate's error when none succeeds."""
         last_error: BYOKError | None = None
+        refused: list[str] = []  # platform candidates the tenant's policy ruled out
+        outcomes: dict[str, list[Outcome]] = {}  # failures of the tenant's own keys, by provider
+        spend = self._spend
         for candidate in plan.candidates:
-            call.attempts += 1
+            if policy is not None:
+                why = platform_refusal(
+                    policy, candidate, candidate.model or call.model, plan, outcomes
+                )
+                if why is not None:
+                    refused.append(why)
+                    continue
             call.candidate = candidate
             call.provider = candidate.provider
             if candidate.model:
@@ -81,6 +106,13 @@ class Failover:
             call.redactor = use.redactor
             bind_call_redactor(use.redactor)
             content, headers = build(candidate)
+            if spend is not None:
+                try:
+                    content = await spend.admit(call, candidate, content, policy)
+                except BudgetExceeded as exc:
+                    last_error = exc  # another candidate may be under other budgets
+                    continue
+            call.attempts += 1
             headers.update(use.auth)
             url = self._upstreams.url(candidate.provider, path)
             await self._limits.attempted(candidate.record)
@@ -93,22 +125,48 @@ class Failover:
                     f"{candidate.provider} did not answer in time", status_code=504, code="timeout"
                 )
                 self._health.provider_failed(candidate.record, "timeout")
+                self._attempt_failed(call, candidate, Outcome.PROVIDER_FAILED, outcomes)
                 continue
             except (httpx.HTTPError, EmptyStream):
                 last_error = UpstreamUnavailable(
                     f"{candidate.provider} could not be reached or ended the answer before it began"
                 )
                 self._health.provider_failed(candidate.record, "connection error")
+                self._attempt_failed(call, candidate, Outcome.PROVIDER_FAILED, outcomes)
                 continue
+            except BaseException:
+                self._attempt_failed(call, candidate, Outcome.REQUEST_FAILED, outcomes)
+                raise  # cancelled: the reservation goes with the call
             if response.status_code < 300:
                 await self._health.succeeded(candidate.record)
                 return Forwarded(response, candidate)
             last_error, outcome = await self._failed(call, candidate, response)
+            self._attempt_failed(call, candidate, outcome, outcomes)
             if not outcome.fails_over:
                 break
         if last_error is None:
+            if refused:
+                raise NoProviderKey(
+                    f"no key may serve {call.provider}/{call.model} for this tenant: "
+                    + "; ".join(dict.fromkeys(refused)),
+                    param="model",
+                )
             raise RuntimeError("no attempt was made")  # the caller checked for candidates
         raise last_error
+
+    def _attempt_failed(
+        self,
+        call: Call,
+        candidate: Candidate,
+        outcome: Outcome,
+        outcomes: dict[str, list[Outcome]],
+    ) -> None:
+        """Free the attempt's reservation (a failed call is not billed) and note how the
+        tenant's own key failed, for ``platform_fallback: on_failure``."""
+        if self._spend is not None:
+            self._spend.release(call)
+        if candidate.record is not None:
+            outcomes.setdefault(candidate.provider, []).append(outcome)
 
     async def _failed(
         self, call: Call, candidate: Candidate, response: UpstreamResponse

@@ -7,9 +7,10 @@
   overshoot by the number in flight: a soft limit, as every gateway-side limit is.
 * tpm: the tokens of *finished* calls are added to ``tpm:<key id>``. A call's tokens are unknown
   until it ends, so the limit is enforced on the next request after the window reached it.
-* budget: ``KeyStore.key_spend(key id, start of the UTC month)``, read at most once per
-  ``budget_ttl`` seconds per key, plus the cost of calls finished since the read (the ledger is
-  written in batches, so the read alone would lag).
+* budget: the key's monthly budget figure of ``SpendControl`` (``gateway/spend.py``), which
+  every attempt on the key reserves its worst case against and settles at its real cost, so the
+  budget holds under concurrency (and across replicas with Redis). The planner only leaves out
+  a key whose month is already spent; the reservation refuses what would overshoot.
 
 Only keys that have a limit cost anything here; the counters are those of ``Gateway.counters``
 so a Redis implementation shares them across replicas.
@@ -17,9 +18,9 @@ so a Redis implementation shares them across replicas.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from byok_middleware.clock import Clock
@@ -30,7 +31,9 @@ from byok_middleware.storage.base import KeyStore, ProviderKeyRecord
 __all__ = ["WINDOW_SECONDS", "KeyUsage", "LimitTracker", "limit_reason", "month_start"]
 
 WINDOW_SECONDS = 60.0
-MAX_TRACKED_KEYS = 10_000  # cached monthly spends are pruned of expired ones past this
+
+KeySpend = Callable[[ProviderKeyRecord], Awaitable[Decimal]]
+"""What a key spent this month (``SpendControl.key_spent``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,28 +69,20 @@ def month_start(now: datetime) -> datetime:
     return utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-@dataclass(slots=True)
-class _Spend:
-    month: datetime
-    expires: datetime
-    amount: Decimal
-
-
 class LimitTracker:
     """Reads and feeds the numbers behind per-key limits (see the module docstring)."""
 
     def __init__(
-        self, counters: Counters, store: KeyStore, clock: Clock, *, budget_ttl: float = 30.0
+        self, counters: Counters, store: KeyStore, clock: Clock, *, spend: KeySpend | None = None
     ) -> None:
         self._counters = counters
         self._store = store
         self._clock = clock
-        self._ttl = timedelta(seconds=budget_ttl)
-        self._spend: dict[str, _Spend] = {}
+        self._spend = spend
         self._tasks = TaskSet()
 
     def __repr__(self) -> str:
-        return f"LimitTracker(budgets={len(self._spend)})"
+        return f"LimitTracker(counters={self._counters!r})"
 
     async def usage(self, records: Iterable[ProviderKeyRecord]) -> dict[str, KeyUsage]:
         """Current usage of each key that has a limit (others are left out)."""
@@ -102,22 +97,14 @@ class LimitTracker:
                 tokens = await self._counters.total("tpm:" + record.id, WINDOW_SECONDS)
             spend = None
             if record.monthly_budget_usd is not None:
-                spend = await self._month_spend(record.id)
+                spend = await self._month_spend(record)
             found[record.id] = KeyUsage(requests, tokens, spend)
         return found
 
-    async def _month_spend(self, key_id: str) -> Decimal:
-        now = self._clock()
-        month = month_start(now)
-        cached = self._spend.get(key_id)
-        if cached is None or cached.month != month or cached.expires <= now:
-            amount = await self._store.key_spend(key_id, month)
-            cached = _Spend(month, now + self._ttl, amount)
-            self._spend[key_id] = cached
-            if len(self._spend) > MAX_TRACKED_KEYS:
-                # Expired entries are re-read on next use anyway: keys deleted meanwhile go.
-                self._spend = {k: spend for k, spend in self._spend.items() if spend.expires > now}
-        return cached.amount
+    async def _month_spend(self, record: ProviderKeyRecord) -> Decimal:
+        if self._spend is not None:
+            return await self._spend(record)
+        return await self._store.key_spend(record.id, month_start(self._clock()))
 
     async def attempted(self, record: ProviderKeyRecord | None) -> None:
         """Count one request against the key's rpm window (keys with an rpm limit only)."""
@@ -125,14 +112,10 @@ class LimitTracker:
             await self._counters.add("rpm:" + record.id, 1, WINDOW_SECONDS)
 
     def finished(self, record: ProviderKeyRecord | None, tokens: int, cost: Decimal | None) -> None:
-        """Count a finished call's tokens and cost (never awaits: called from the ledger path)."""
-        if record is None:
-            return
-        if record.tpm is not None and tokens > 0:
+        """Count a finished call's tokens (never awaits: called from the ledger path); its
+        cost reaches the key's budget through the reservation's settlement."""
+        if record is not None and record.tpm is not None and tokens > 0:
             self._tasks.spawn(self._add_tokens(record.id, tokens))
-        cached = self._spend.get(record.id)
-        if cost is not None and cached is not None:
-            cached.amount += cost
 
     async def _add_tokens(self, key_id: str, tokens: int) -> None:
         await self._counters.add("tpm:" + key_id, tokens, WINDOW_SECONDS)

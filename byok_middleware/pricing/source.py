@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol, cast
 
+import genai_prices
 from genai_prices import Usage as GenaiUsage
 from genai_prices import data_snapshot
 from genai_prices import types as genai_types
@@ -19,7 +20,10 @@ from byok_middleware.pricing.plan import PricePlan, genai_usage_values
 from byok_middleware.pricing.table import BUILTIN_PRICES, ModelPrice
 from byok_middleware.pricing.usage import Usage
 
-__all__ = ["GENAI_PROVIDER_IDS", "GenaiPrices", "PriceSource"]
+__all__ = ["GENAI_PROVIDER_IDS", "PRICE_TABLE", "GenaiPrices", "PriceSource"]
+
+# The price table's name and version, for ``cost_source: price_table`` in metadata.
+PRICE_TABLE = f"genai-prices {genai_prices.__version__}"
 
 logger = logging.getLogger("byok_middleware.pricing")
 
@@ -92,6 +96,7 @@ class GenaiPrices:
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
         overrides = {**BUILTIN_PRICES, **(extra_prices or {})}
+        self._operator = {_lookup_key(p, m) for p, m in (extra_prices or {})}
         self._overrides = {
             _lookup_key(provider, model): price for (provider, model), price in overrides.items()
         }
@@ -100,6 +105,10 @@ class GenaiPrices:
         self._snapshot: data_snapshot.DataSnapshot | None = None
         self._warned: set[tuple[str, ...]] = set()
         self._lock = threading.Lock()
+
+    def is_operator_price(self, provider: str, model: str) -> bool:
+        """Whether the operator's ``extra_prices`` price this model (``cost_source``)."""
+        return _lookup_key(provider, model) in self._operator
 
     def cost(self, provider: str, model: str, usage: Usage, *, when: datetime) -> Decimal | None:
         """USD list price of this call; ``None`` (and one warning) when no price is known."""
