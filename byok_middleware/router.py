@@ -29,7 +29,7 @@ from byok_middleware.redaction import Redactor
 if TYPE_CHECKING:
     from byok_middleware.gateway import Gateway
 
-__all__ = ["Incoming", "Route", "Router"]
+__all__ = ["Incoming", "Route", "Router", "escape_for_log"]
 
 logger = logging.getLogger("byok_middleware.router")
 
@@ -39,6 +39,11 @@ Handler = Callable[["Gateway", "Incoming"], Awaitable[None]]
 # request_id is UNIQUE) without an os.urandom call per request, which profiles showed at ~3%.
 _ID_PREFIX = "req_" + os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
+
+
+def escape_for_log(text: object) -> str:
+    """``text`` with control characters escaped (``%0a`` in a path must not forge a log line)."""
+    return str(text).encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 def _next_request_id() -> str:
@@ -155,8 +160,8 @@ class Router:
             # generic message.
             logger.error(
                 "unhandled error in %s %s (%s)\n%s",
-                scope["method"],
-                scope["path"],
+                escape_for_log(scope["method"]),
+                escape_for_log(scope["path"]),
                 request_id,
                 await _redacted_traceback(gateway, tenant_id, exc),
             )

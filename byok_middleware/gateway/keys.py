@@ -9,6 +9,7 @@ other replicas.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,6 +27,15 @@ __all__ = ["KeyPatch", "KeyService", "NewKey", "ResolvedKey"]
 logger = logging.getLogger("byok_middleware.keys")
 
 ChangeHook = Callable[[str], Awaitable[None]]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _check_label(label: object) -> None:
+    """A label reaches the database, key views and logs: no control characters (a NUL is a
+    500 on PostgreSQL, a newline forges log lines), on every store alike."""
+    if isinstance(label, str) and _CONTROL.search(label):
+        raise InvalidRequest("'label' must not contain control characters", param="label")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +64,16 @@ class KeyPatch:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedKey:
-    """A tenant key ready for an upstream call: its record and its plaintext (redacted repr)."""
+    """A tenant key ready for an upstream call: its record and its plaintext (redacted repr).
+
+    ``unopenable`` (then ``secret`` is empty) says why this replica cannot decrypt the key
+    (e.g. "master key 'k2' is not in the keyring"): the key is still the tenant's and still
+    counts for its policy (``always_use``), it is just never a candidate. Fail closed.
+    """
 
     record: ProviderKeyRecord
     secret: SecretStr
+    unopenable: str | None = None
 
 
 @dataclass(slots=True)
@@ -110,7 +126,20 @@ class KeyService:
     def _seal(self, tenant_id: str, key_id: str, provider: str, plaintext: str) -> bytes:
         return self._keyring.encrypt(plaintext, associated_data(tenant_id, key_id, provider))
 
+    async def unopenable(self, tenant_id: str) -> dict[str, str]:
+        """Key id -> why this replica cannot decrypt it, for the tenant's keys (key views)."""
+        entry = self._cache.get(tenant_id)
+        if entry is None or entry.expires <= self._monotonic():
+            entry = await self._load(tenant_id)
+        return {
+            k.record.id: k.unopenable
+            for keys in entry.by_provider.values()
+            for k in keys
+            if k.unopenable is not None
+        }
+
     async def create(self, tenant_id: str, body: NewKey) -> ProviderKeyRecord:
+        _check_label(body.label)
         now = self._clock()
         key_id = "key_" + uuid.uuid4().hex
         record = ProviderKeyRecord(
@@ -147,6 +176,7 @@ class KeyService:
         return record
 
     async def update(self, tenant_id: str, key_id: str, body: KeyPatch) -> ProviderKeyRecord:
+        _check_label(body.fields.get("label"))
         current = await self.get(tenant_id, key_id)
         changes: dict[str, Any] = {k: v for k, v in body.fields.items() if k != "api_key"}
         for name in ("is_active", "priority", "always_use"):
@@ -203,12 +233,14 @@ class KeyService:
             try:
                 plaintext = self._keyring.decrypt(record.ciphertext, aad)
             except DecryptionError as exc:
-                # The reason names no key material (version, key id or tag failure).
+                # Kept, not skipped: skipping would let the platform key pay for a tenant whose
+                # own key is marked always_use (mid-rotation replicas). The reason names no key
+                # material (version, master-key id or tag failure).
                 logger.error("provider key %s cannot be decrypted: %s", record.id, exc)
-                continue
-            by_provider.setdefault(record.provider, []).append(
-                ResolvedKey(record, SecretStr(plaintext))
-            )
+                resolved = ResolvedKey(record, SecretStr(""), unopenable=str(exc))
+            else:
+                resolved = ResolvedKey(record, SecretStr(plaintext))
+            by_provider.setdefault(record.provider, []).append(resolved)
         entry = _TenantKeys(self._monotonic() + self._ttl, by_provider)
         self._cache[tenant_id] = entry
         return entry

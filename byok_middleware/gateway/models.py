@@ -45,6 +45,9 @@ def _validated(value: object) -> str:
         raise InvalidRequest("'model' is required and must be a string", param="model")
     if len(value) > 256:
         raise InvalidRequest("'model' is too long", param="model")
+    if not value.isprintable():
+        # NUL, newlines and other control characters: the name reaches the ledger and logs.
+        raise InvalidRequest("'model' must not contain control characters", param="model")
     return value
 
 

@@ -43,6 +43,7 @@ class Skip(StrEnum):
     INVALID = "invalid"
     COOLING_DOWN = "cooling_down"
     LIMIT = "limit"
+    UNOPENABLE = "unopenable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,9 @@ class RoutePlan:
 
 def _decide(key: ResolvedKey, usage: KeyUsage | None, now: datetime) -> KeyDecision:
     record = key.record
+    if key.unopenable is not None:
+        # Fail closed: never a candidate, and (with always_use) never replaced by the platform.
+        return KeyDecision(record, Skip.UNOPENABLE, f"cannot be opened: {key.unopenable}", usage)
     if not record.is_active or record.status is KeyStatus.INACTIVE:
         return KeyDecision(record, Skip.INACTIVE, "inactive", usage)
     if record.status is KeyStatus.INVALID:
@@ -221,6 +225,19 @@ def no_candidate_error(plan: RoutePlan, *, prefix: str, now: datetime) -> BYOKEr
     when the tenant's keys are only held back for now, else a 400 saying what is missing."""
     providers = " or ".join(dict.fromkeys(p.provider for p in plan.platform)) or plan.provider
     closed = "; ".join(p.reason for p in plan.platform if p.reason)
+    unopenable = [d for d in plan.keys if d.skip is Skip.UNOPENABLE]
+    if unopenable:
+        # The operator's problem (a replica without a master key of the keyring, a damaged
+        # row), not the caller's: a 503 naming the key and the reason (the master-key id).
+        reasons = "; ".join(f"{d.record.id} {d.reason}" for d in unopenable)
+        return BYOKError(
+            f"this tenant's {providers} key cannot be used on this server ({reasons}) and the "
+            f"platform key may not be used ({closed or 'no fallback'}); the operator must add "
+            "the missing master key to BYOK_MASTER_KEY",
+            code="key_unopenable",
+            status_code=503,
+            param="model",
+        )
     limited = plan.limited
     if limited:
         reasons = "; ".join(f"{key_id}: {why}" for key_id, why in limited.items())

@@ -57,17 +57,21 @@ async def handle_providers(
     if key_id is None:
         if method == "GET":
             records = await keys.list_keys(tenant_id)
-            data = [key_view(r, now=now) for r in records]
+            broken = await keys.unopenable(tenant_id)
+            data = [_reported(key_view(r, now=now), broken) for r in records]
             await send_json(send, 200, {"object": "list", "data": data})
             return
         body = _parse(KeyCreate, await json_body(receive, limit))
         record = await keys.create(tenant_id, NewKey(**body.model_dump()))
         await send_json(send, 201, key_view(record, now=now))
         return
-    if len(key_id) > 128:
+    if len(key_id) > 128 or not key_id.isascii() or not key_id.isprintable():
+        # Ids are ours (key_ + hex): a control character (NUL is a 500 on PostgreSQL, %0a
+        # forges log lines) can name no key, whatever the store.
         raise NotFound("no provider key with that id")
     if method == "GET":
-        await send_json(send, 200, key_view(await keys.get(tenant_id, key_id), now=now))
+        view = key_view(await keys.get(tenant_id, key_id), now=now)
+        await send_json(send, 200, _reported(view, await keys.unopenable(tenant_id)))
     elif method == "PUT" or method == "PATCH":
         body_update = _parse(KeyUpdate, await json_body(receive, limit))
         if not body_update.model_fields_set:
@@ -79,6 +83,14 @@ async def handle_providers(
     else:  # DELETE
         await keys.delete(tenant_id, key_id)
         await send_bytes(send, 204, b"", content_type=b"application/json")
+
+
+def _reported(view: dict[str, Any], unopenable: dict[str, str]) -> dict[str, Any]:
+    """A key this server cannot decrypt says so in ``last_error`` (with the master-key id)."""
+    reason = unopenable.get(view["id"])
+    if reason is not None:
+        view["last_error"] = f"cannot be opened on this server: {reason}"
+    return view
 
 
 def _parse_time(params: dict[str, str], name: str) -> datetime | None:
