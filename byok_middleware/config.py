@@ -67,6 +67,8 @@ class BYOKConfig:
     connect_timeout: float = 10.0
     key_cache_ttl: float = 30.0
     dashboard: bool = True
+    # The operator API (README "Controlling spend"): off unless set; never shown by repr.
+    admin_key: str | None = None
     # Bad days (README "Bad days"): the ledger journal ("off" disables it; None: the default
     # place), the wait for a stream's first event, the whole exchange, an upstream body's size.
     journal_dir: str | None = None
@@ -94,8 +96,8 @@ class BYOKConfig:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "master_key":
-                value = "**********" if value else ""
+            if f.name in ("master_key", "admin_key"):
+                value = "**********" if value else value
             elif f.name == "platform_keys":
                 value = {provider: "**********" for provider in value}
             shown.append(f"{f.name}={value!r}")
@@ -112,7 +114,8 @@ class BYOKConfig:
     def log_secrets(self) -> list[str]:
         """Operator secrets no log line may show: the platform keys and the master keys' text."""
         masters = [text.strip() for _, text in keyring_entries(self.master_key)]
-        return [*self.platform_keys.values(), *(text for text in masters if text)]
+        admin = [self.admin_key] if self.admin_key else []
+        return [*self.platform_keys.values(), *(text for text in masters if text), *admin]
 
     def base_url(self, provider: str) -> str:
         """The upstream base URL of ``provider`` (override, else the provider's default)."""

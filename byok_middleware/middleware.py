@@ -62,7 +62,9 @@ class BYOKMiddleware:
             self._failure = str(exc)
             return
         install_log_redaction(self.config.log_secrets())
-        self.router = build_router(dashboard=self.config.dashboard)
+        self.router = build_router(
+            dashboard=self.config.dashboard, admin=bool(self.config.admin_key)
+        )
 
     def __repr__(self) -> str:
         return f"BYOKMiddleware(prefix={self._prefix!r})"

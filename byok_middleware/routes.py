@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
+from byok_middleware.admin import handle_admin
 from byok_middleware.asgi import json_body, send_json
 from byok_middleware.dashboard import handle_dashboard
 from byok_middleware.errors import BYOKError
@@ -131,8 +132,15 @@ async def _openapi(gateway: Gateway, incoming: Incoming) -> None:
     await handle_openapi(gateway.config.prefix, incoming.send)
 
 
-def build_router(*, dashboard: bool = True) -> Router:
+def build_router(*, dashboard: bool = True, admin: bool = False) -> Router:
     router = Router()
+    if admin:
+        # The operator API (BYOK_ADMIN_KEY): it checks the admin key itself, never a tenant's.
+        methods = ("GET", "POST", "PUT", "DELETE")
+        router.add(
+            "/byok/admin/{id:path}",
+            Route(dict.fromkeys(methods, handle_admin), authenticated=False),
+        )
     router.add("/chat/completions", Route({"POST": _chat}))
     for path, handle in _PROXIED.items():
         router.add(path, Route({"POST": _proxied(path, handle)}))
