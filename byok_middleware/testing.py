@@ -33,3 +33,11 @@ from byok_middleware.fake.records import RecordedRequest, Scripted
 from byok_middleware.fake.server import FakeUpstream
 
 __all__ = ["FakeUpstream", "FormPart", "RecordedRequest", "Scripted"]
+
+if __name__ == "__main__":
+    # `python -m byok_middleware.testing` runs the fake providers, as `... fake-upstream` does.
+    import sys
+
+    from byok_middleware.cli import main
+
+    raise SystemExit(main(["fake-upstream", *sys.argv[1:]]))

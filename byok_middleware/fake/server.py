@@ -1,4 +1,8 @@
-"""FakeUpstream: the fake app served by uvicorn on 127.0.0.1 in a background thread."""
+"""FakeUpstream: the fake app served by uvicorn on 127.0.0.1 in a background thread.
+
+uvicorn is an extra (``byok_middleware[fastapi]`` or ``[litestar]``), so it is imported when a
+server starts, not here: ``import byok_middleware.testing`` works on a plain install.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Final
-
-import uvicorn
+from typing import TYPE_CHECKING, Final
 
 from byok_middleware.fake.app import Journal, build_app
 from byok_middleware.fake.providers import PREFIXES, PROVIDERS, check_provider
 from byok_middleware.fake.records import RecordedRequest, Scripted
+
+if TYPE_CHECKING:
+    import uvicorn
 
 #: What uvicorn logs when a stream is cut on purpose (`Scripted.cut_after`); silenced.
 _CUT_MESSAGE: Final = "ASGI callable returned without completing response."
@@ -141,9 +146,10 @@ class FakeUpstream:
         """
         if self._thread is not None:
             raise RuntimeError("FakeUpstream is already running")
+        server = self._build_server()  # first: it raises when uvicorn is missing
         sock = self._bind()
         self._bound_port = int(sock.getsockname()[1])
-        self._server = self._build_server()
+        self._server = server
         self._journal.closing.clear()
         self._failure = None
         name = f"byok-fake-upstream-{next(_THREAD_NUMBERS)}"
@@ -198,6 +204,13 @@ class FakeUpstream:
         return sock
 
     def _build_server(self) -> uvicorn.Server:
+        try:
+            import uvicorn
+        except ImportError as exc:
+            raise RuntimeError(
+                "FakeUpstream needs uvicorn to serve; install it with "
+                "`pip install 'byok_middleware[fastapi]'` (or `pip install uvicorn`)"
+            ) from exc
         config = uvicorn.Config(
             build_app(self, self._journal),
             log_config=None,  # leave the host's logging configuration alone
