@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -53,6 +56,115 @@ def test_tenant_commands(tmp_path: Path) -> None:
     assert _cli("tenant", "--database-url", url, "revoke", "acme").returncode == 0
     assert "revoked" in _cli("tenant", "--database-url", url, "list").stdout
     assert _cli("tenant", "--database-url", url, "revoke", "acme").returncode == 1
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_version_and_help_text_for_every_option() -> None:
+    """--version prints the version; every argument and option of every command has help text,
+    and the top-level help has no raw reST markup."""
+    from byok_middleware import __version__
+    from byok_middleware.cli import _parser
+
+    assert _cli("--version").stdout.strip() == f"byok_middleware {__version__}"
+    top = _cli("--help").stdout
+    assert "``" not in top and ":func:" not in top
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        missing = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    if not choice.help:
+                        missing.append(f"{path} {choice.dest}")
+                for name, sub in action.choices.items():
+                    missing += walk(sub, f"{path} {name}")
+            elif not action.help:
+                missing.append(f"{path} {action.dest}")
+        return missing
+
+    assert walk(_parser(), "byok-middleware") == []
+
+
+def test_options_after_the_subcommand_and_tenant_table(tmp_path: Path) -> None:
+    """`tenant list --database-url X` works; the list is a table with headers, or JSON."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert _cli("tenant", "create", "acme", "--database-url", url).returncode == 0
+    table = _cli("tenant", "list", "--database-url", url).stdout.splitlines()
+    assert table[0].split() == ["NAME", "ID", "STATUS", "CREATED"]
+    assert table[1].split()[0::2] == ["acme", "active"]
+    rows = json.loads(_cli("tenant", "list", "--json", "--database-url", url).stdout)
+    assert [(r["name"], r["status"]) for r in rows] == [("acme", "active")]
+    assert set(rows[0]) == {"name", "id", "status", "created_at"}
+
+
+def test_empty_tenant_name_is_refused(tmp_path: Path) -> None:
+    """`tenant create ''` is a usage error and creates nothing."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    refused = _cli("tenant", "create", "  ", "--database-url", url)
+    assert refused.returncode == 2
+    assert "must not be empty" in _one_error_line(refused)
+    assert not (tmp_path / "cli.db").exists()
+
+
+def test_unusable_sqlite_path_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    """A database in a missing folder is one error line, no traceback; --debug adds it."""
+    url = f"sqlite:///{tmp_path / 'missing' / 'cli.db'}"
+    result = _cli("tenant", "list", "--database-url", url)
+    assert result.returncode == 2
+    assert "the folder" in _one_error_line(result)
+    debug = _cli("tenant", "list", "--database-url", url, "--debug")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_serve_prints_a_configuration_error_once(tmp_path: Path) -> None:
+    """`serve` without a master key says so in one line and exits 2, before any server starts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYOK_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "byok_middleware", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "BYOK_MASTER_KEY is not set" in _one_error_line(result)
+
+
+def test_fake_upstream_runs_as_a_process_and_prints_its_settings() -> None:
+    """`fake-upstream` prints the BYOK_BASE_URL_* lines and serves the providers until SIGTERM;
+    --print-env prints the same lines for a port without serving."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    printed = _cli("fake-upstream", "--port", str(port), "--print-env").stdout.splitlines()
+    assert printed[0] == f"export BYOK_BASE_URL_OPENAI=http://127.0.0.1:{port}/openai/v1"
+    assert len(printed) == 6
+    with subprocess.Popen(  # noqa: S603 - the project's own CLI
+        [sys.executable, "-m", "byok_middleware", "fake-upstream", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            lines = [server.stdout.readline().strip() for _ in range(7)]
+            assert lines[1:] == printed
+            answer = httpx.get(
+                f"http://127.0.0.1:{port}/openai/v1/models",
+                headers={"authorization": "Bearer sk-any"},
+                timeout=10,
+            )
+            assert answer.status_code == 200 and answer.json()["object"] == "list"
+        finally:
+            server.terminate()
+            assert server.wait(timeout=20) == 0
 
 
 def test_missing_master_key_is_a_clear_startup_error(tmp_path: Path) -> None:
