@@ -30,6 +30,7 @@ from byok_middleware.storage.records import (
     WebhookDelivery,
 )
 from byok_middleware.storage.sql_keys import new_gateway_key_id
+from byok_middleware.storage.sql_responses import MemoryResponses
 
 __all__ = ["MemoryStore"]
 
@@ -62,11 +63,12 @@ def _key_order(record: ProviderKeyRecord) -> tuple[str, int, datetime, str]:
     return (record.provider, record.priority, record.created_at, record.id)
 
 
-class MemoryStore(MemoryLedger):
+class MemoryStore(MemoryLedger, MemoryResponses):
     """An ``AdminStore`` held in dicts; see ``AdminStore`` for what each method promises."""
 
     def __init__(self) -> None:
         super().__init__()
+        MemoryResponses.__init__(self)  # MemoryLedger does not chain __init__
         self._tenants: dict[str, Tenant] = {}
         self._gateway_keys: dict[str, _GatewayKey] = {}  # by key hash
         self._keys: dict[str, ProviderKeyRecord] = {}

@@ -197,7 +197,27 @@ _V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+# Responses-API conversations kept for ``previous_response_id`` and ``GET /responses/{id}``,
+# sealed with the keyring (storage/sql_responses.py); ``expires_at`` serves the purge.
+_V3 = Migration(
+    version=3,
+    description="stored Responses-API conversations",
+    statements=(
+        """
+        CREATE TABLE stored_responses (
+            tenant_id   {text_c} NOT NULL,
+            id          {text_c} NOT NULL,
+            ciphertext  {blob} NOT NULL,
+            created_at  {time} NOT NULL,
+            expires_at  {time} NOT NULL,
+            PRIMARY KEY (tenant_id, id)
+        )
+        """,
+        "CREATE INDEX stored_responses_expiry ON stored_responses (expires_at)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 SQLITE_MIGRATIONS = rendered(MIGRATIONS, SQLITE)
 POSTGRES_MIGRATIONS = rendered(MIGRATIONS, POSTGRES)

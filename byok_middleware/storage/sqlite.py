@@ -110,7 +110,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
         Decimal,
     ),
     **dict.fromkeys(
-        ("created_at", "updated_at", "revoked_at", "last_used_at", "cooldown_until"),
+        ("created_at", "updated_at", "revoked_at", "last_used_at", "cooldown_until", "expires_at"),
         datetime.fromisoformat,
     ),
 }
