@@ -20,9 +20,11 @@ from byok_middleware.asgi import (
     check_header_size,
     raw_header,
     send_error,
+    send_json,
 )
 from byok_middleware.errors import AuthenticationFailed, BYOKError, InvalidRequest
 from byok_middleware.identity import resolve_tenant
+from byok_middleware.providers.messages_ingress_response import anthropic_error, anthropic_error_for
 from byok_middleware.providers.specs import PROVIDERS
 from byok_middleware.redaction import Redactor
 
@@ -72,8 +74,13 @@ class Incoming:
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """``anthropic``: a route of Anthropic's Messages dialect. Its callers may present the
+    gateway key in ``x-api-key`` too (what Anthropic's SDKs send), and its errors take
+    Anthropic's shape ``{"type": "error", "error": {"type", "message"}}``."""
+
     handlers: dict[str, Handler]  # method -> handler
     authenticated: bool = True
+    anthropic: bool = False
 
 
 class _ResponseGuard:
@@ -92,14 +99,18 @@ class _ResponseGuard:
 
 
 class Router:
-    """Exact paths, and paths with one ``{id}`` segment (``/byok/providers/{id}/verify``)."""
+    """Exact paths, paths with one ``{id}`` segment (``/byok/providers/{id}/verify``), and
+    paths ending in ``{id:path}``, whose id may hold slashes (``/models/openai/gpt-4o``)."""
 
     def __init__(self) -> None:
         self._exact: dict[str, Route] = {}
         self._with_id: dict[tuple[str, str], Route] = {}
+        self._with_path: dict[str, Route] = {}
 
     def add(self, path: str, route: Route) -> None:
-        if "{id}" in path:
+        if path.endswith("{id:path}"):
+            self._with_path[path.removesuffix("{id:path}")] = route
+        elif "{id}" in path:
             head, _, tail = path.partition("{id}")
             self._with_id[(head, tail)] = route
         else:
@@ -114,6 +125,9 @@ class Router:
                 value = path[len(head) : len(path) - len(tail)]
                 if value and "/" not in value:
                     return candidate, {"id": value}
+        for head, candidate in self._with_path.items():
+            if path.startswith(head) and len(path) > len(head):
+                return candidate, {"id": path[len(head) :]}
         return None
 
     async def dispatch(
@@ -139,12 +153,13 @@ class Router:
                     status_code=405,
                 )
             if route.authenticated:
-                tenant_id = await _identify(gateway, scope)
+                tenant_id = await _identify(gateway, scope, x_api_key=route.anthropic)
             else:
                 tenant_id = ""
             if tenant_id is None:
                 raise AuthenticationFailed(
                     "missing or invalid gateway API key: send Authorization: Bearer byok_..."
+                    + (" or x-api-key: byok_..." if route.anthropic else "")
                 )
             incoming = Incoming(scope, receive, guard, tenant_id, request_id, params)
             await handler(gateway, incoming)
@@ -152,7 +167,7 @@ class Router:
             if guard.started:
                 logger.warning("error after the response started (%s): %s", request_id, exc.code)
                 return
-            await send_error(guard, exc, {"x-byok-request-id": request_id})
+            await _send_error(guard, exc, request_id, anthropic=route.anthropic)
         except Exception as exc:  # noqa: BLE001 -- the last line of defence; logged below
             # Rendered here and redacted against this tenant's own keys (of any shape), then
             # logged without exc_info, so no handler can render the original exception or its
@@ -169,13 +184,29 @@ class Router:
                 internal = BYOKError(
                     f"internal gateway error (request {request_id})", code="internal_error"
                 )
-                await send_error(guard, internal, {"x-byok-request-id": request_id})
+                await _send_error(guard, internal, request_id, anthropic=route.anthropic)
 
 
-async def _identify(gateway: Gateway, scope: Scope) -> str | None:
-    """The caller's tenant: the host's ``identify`` if it gave one, else its gateway API key."""
+async def _send_error(send: Send, exc: BYOKError, request_id: str, *, anthropic: bool) -> None:
+    """The error in OpenAI's shape, or in Anthropic's on the Messages dialect's routes."""
+    if not anthropic:
+        await send_error(send, exc, {"x-byok-request-id": request_id})
+        return
+    status, body = anthropic_error_for(exc)
+    if exc.code == "internal_error":
+        body = anthropic_error(500, exc.message, "api_error")
+    await send_json(send, status, body, {**exc.headers, "x-byok-request-id": request_id})
+
+
+async def _identify(gateway: Gateway, scope: Scope, *, x_api_key: bool = False) -> str | None:
+    """The caller's tenant: the host's ``identify`` if it gave one, else its gateway API key
+    (in ``Authorization: Bearer``, or in ``x-api-key`` where ``x_api_key`` allows it)."""
     if gateway.identify is None:
-        return await gateway.gateway_keys.tenant_for(raw_header(scope, b"authorization"))
+        authorization = raw_header(scope, b"authorization")
+        if authorization is None and x_api_key:
+            key = raw_header(scope, b"x-api-key")
+            authorization = b"Bearer " + key.strip() if key else None
+        return await gateway.gateway_keys.tenant_for(authorization)
     return await resolve_tenant(gateway.identify, scope)
 
 

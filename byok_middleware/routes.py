@@ -19,9 +19,11 @@ from byok_middleware.proxy.chat import handle_chat
 from byok_middleware.proxy.dry_run import dry_run
 from byok_middleware.proxy.embeddings import EMBEDDINGS
 from byok_middleware.proxy.images import IMAGES
+from byok_middleware.proxy.messages import handle_count_tokens, handle_messages
 from byok_middleware.proxy.model_list import ModelCatalog
 from byok_middleware.proxy.moderations import MODERATIONS
 from byok_middleware.proxy.pipeline import JsonEndpoint, run_json
+from byok_middleware.proxy.responses import ResponsesAPI
 from byok_middleware.proxy.speech import handle_speech
 from byok_middleware.proxy.transcriptions import handle_transcription
 from byok_middleware.router import Handler, Incoming, Route, Router
@@ -132,6 +134,33 @@ async def _openapi(gateway: Gateway, incoming: Incoming) -> None:
     await handle_openapi(gateway.config.prefix, incoming.send)
 
 
+def _add_dialects(router: Router, catalog: ModelCatalog) -> None:
+    """The Responses and Messages dialects, and ``GET /models/{id}`` (see proxy/responses.py,
+    proxy/messages.py): per-router state (stored conversations) lives in these closures."""
+    responses = ResponsesAPI()
+
+    async def create_response(gateway: Gateway, call: Call, incoming: Incoming) -> None:
+        body = await json_body(incoming.receive, gateway.config.max_body_bytes)
+        await responses.create(gateway, call, body, incoming.receive, incoming.send)
+
+    async def messages(gateway: Gateway, call: Call, incoming: Incoming) -> None:
+        body = await json_body(incoming.receive, gateway.config.max_body_bytes)
+        await handle_messages(gateway, call, body, incoming.scope, incoming.receive, incoming.send)
+
+    async def count_tokens(gateway: Gateway, call: Call, incoming: Incoming) -> None:
+        body = await json_body(incoming.receive, gateway.config.max_body_bytes)
+        await handle_count_tokens(gateway, call, body, incoming.scope, incoming.send)
+
+    router.add("/responses", Route({"POST": _proxied("/responses", create_response)}))
+    router.add("/responses/{id}", Route({"GET": responses.retrieve, "DELETE": responses.delete}))
+    router.add("/messages", Route({"POST": _proxied("/messages", messages)}, anthropic=True))
+    router.add(
+        "/messages/count_tokens",
+        Route({"POST": _proxied("/messages/count_tokens", count_tokens)}, anthropic=True),
+    )
+    router.add("/models/{id:path}", Route({"GET": catalog.retrieve}))
+
+
 def build_router(*, dashboard: bool = True, admin: bool = False) -> Router:
     router = Router()
     if admin:
@@ -144,7 +173,9 @@ def build_router(*, dashboard: bool = True, admin: bool = False) -> Router:
     router.add("/chat/completions", Route({"POST": _chat}))
     for path, handle in _PROXIED.items():
         router.add(path, Route({"POST": _proxied(path, handle)}))
-    router.add("/models", Route({"GET": ModelCatalog().handle}))
+    catalog = ModelCatalog()
+    router.add("/models", Route({"GET": catalog.handle}))
+    _add_dialects(router, catalog)
     router.add("/byok/providers", Route({"GET": _providers, "POST": _providers}))
     router.add(
         "/byok/providers/{id}",

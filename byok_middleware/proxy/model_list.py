@@ -11,6 +11,9 @@ Listing models is free and spans several providers and keys, so no ledger row is
 the metadata differs from a single call's: ``cost_usd`` is 0 and ``x-byok-cost-usd: 0``,
 ``x-byok-provider-used`` names every provider listed, and attribution and key id are given per
 provider in the body's metadata object (no single ``x-byok-cost-attribution`` header).
+
+``GET /models/{id}`` answers one id of that list (``openai/gpt-4o``), from the same cache, with
+the serving provider's attribution in its metadata; an id the tenant cannot reach is a 404.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from byok_middleware.asgi import dumps, send_bytes
-from byok_middleware.errors import BYOKError
+from byok_middleware.errors import BYOKError, NotFound
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.gateway.calls import Candidate
 from byok_middleware.providers.anthropic import openai_model_list
-from byok_middleware.providers.specs import PROVIDERS, Endpoint, WireFormat
+from byok_middleware.providers.specs import PROVIDERS, Endpoint, WireFormat, split_model
 from byok_middleware.proxy.pipeline import read_json
 from byok_middleware.router import Incoming
 
@@ -182,6 +185,38 @@ class ModelCatalog:
         headers = [
             (b"x-byok-request-id", incoming.request_id.encode()),
             (b"x-byok-provider-used", ",".join(providers).encode()),
+            (b"x-byok-cost-usd", b"0"),
+        ]
+        await send_bytes(incoming.send, 200, dumps(body), extra_raw=headers)
+
+    async def retrieve(self, gateway: Gateway, incoming: Incoming) -> None:
+        """``GET /models/{id}``: one entry of the tenant's list, else 404."""
+        model_id = incoming.params["id"]
+        provider, _ = split_model(model_id)
+        listed = await self._try_list(gateway, incoming, provider) if provider else None
+        found = None
+        if isinstance(listed, _Listed):
+            found = next((m for m in listed.models if m["id"] == model_id), None)
+        if found is None or not isinstance(listed, _Listed):
+            raise NotFound(
+                f"The model '{model_id}' does not exist or the caller cannot reach it; "
+                f"GET {gateway.config.prefix}/models lists the ids to use",
+                param="model",
+                code="model_not_found",
+            )
+        metadata = {
+            "cost_attribution": listed.attribution,
+            "provider_used": listed.provider,
+            "key_id": listed.key_id,
+            "cost_usd": 0,
+            "cache_hit": listed.cache_hit,
+            "request_id": incoming.request_id,
+        }
+        body = {**found, gateway.config.metadata_field: metadata}
+        headers = [
+            (b"x-byok-request-id", incoming.request_id.encode()),
+            (b"x-byok-provider-used", listed.provider.encode()),
+            (b"x-byok-cost-attribution", listed.attribution.encode()),
             (b"x-byok-cost-usd", b"0"),
         ]
         await send_bytes(incoming.send, 200, dumps(body), extra_raw=headers)
