@@ -75,6 +75,10 @@ class BYOKConfig:
     first_event_timeout: float = 30.0
     upstream_deadline: float = 900.0
     max_upstream_body_bytes: int = 32 * 1024 * 1024
+    # model "auto" (README "Automatic routing"): a seed makes its decisions reproducible
+    # (tests); the share of decisions that explore among the near-best candidates.
+    auto_route_seed: int | None = None
+    auto_route_explore: float = 0.05
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", _clean_prefix(self.prefix))
@@ -137,7 +141,7 @@ class BYOKConfig:
             raw = env[name]
             if f.type in ("bool", bool):
                 values[f.name] = _parse_bool(name, raw)
-            elif f.type in ("int", int):
+            elif f.type in ("int", int, "int | None"):
                 values[f.name] = _parse_number(name, raw, int)
             elif f.type in ("float", float):
                 values[f.name] = _parse_number(name, raw, float)
@@ -180,8 +184,23 @@ def _known_names() -> list[str]:
     names.remove("BYOK_BASE_URLS")
     for provider in PROVIDERS:
         names += [f"BYOK_PLATFORM_KEY_{provider.upper()}", f"BYOK_BASE_URL_{provider.upper()}"]
-    # Read by the demo, not by the config; known so that they raise no warning.
-    return [*names, "BYOK_DEMO_EXIT"]
+    return [*names, *_READ_ELSEWHERE]
+
+
+#: ``BYOK_*`` names read outside ``BYOKConfig`` (the cache's and telemetry's own settings, the
+#: demo's, the screenshot refresh); known so that they raise no warning. A new one goes here
+#: (``tests/test_config.py`` checks that every name quoted in the package is known).
+_READ_ELSEWHERE = (
+    "BYOK_CACHE",
+    "BYOK_CACHE_TTL",
+    "BYOK_CACHE_MIN_SIMILARITY",
+    "BYOK_CACHE_MAX_BYTES",
+    "BYOK_CACHE_EMBEDDING_MODEL",
+    "BYOK_METRICS_PUBLIC",
+    "BYOK_WEBHOOK_ALLOW_PRIVATE",
+    "BYOK_DEMO_EXIT",
+    "BYOK_UPDATE_SCREENSHOTS",
+)
 
 
 def _warn_unknown_names(env: Mapping[str, str]) -> None:
