@@ -85,6 +85,7 @@ class Call:
     # just (provider, model). ``forward`` sets provider and model to the one that served.
     routes: tuple[ModelRoute, ...] = ()
     candidate: Candidate | None = None  # the last one tried
+    route_reason: str | None = None  # set when model "auto" chose the model (autorouting.py)
     hold: Hold | None = None  # the budget reservation of the current attempt (gateway/spend.py)
 
 

@@ -31,6 +31,7 @@ from byok_middleware.clock import utcnow
 from byok_middleware.config import BYOKConfig
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, ConfigurationError, UnsupportedEndpoint
+from byok_middleware.gateway.autorouting import AutoRouting, is_auto
 from byok_middleware.gateway.budgets import BudgetBackend, MemoryBudgets
 from byok_middleware.gateway.calls import (
     BuildRequest,
@@ -193,6 +194,10 @@ class Gateway:
         self._policy = RoutePolicy(config.allow_platform_fallback, config.platform_attribution)
         self._plans: dict[tuple[str, tuple[ModelRoute, ...]], _CachedPlan] = {}
         self._named_routes: dict[tuple[object, Endpoint | None], tuple[ModelRoute, ...]] = {}
+        # model "auto" (gateway/autorouting.py): chosen in auto.prepare, checked in route_model.
+        self.auto = AutoRouting(
+            self, seed=config.auto_route_seed, explore_rate=config.auto_route_explore
+        )
 
     def __repr__(self) -> str:
         return f"Gateway(prefix={self.config.prefix!r}, store={type(self.store).__name__})"
@@ -268,6 +273,7 @@ class Gateway:
             await self._client.aclose()
             self._client = None
             self._failover = None
+        await self.auto.close()
         await self.store.close()
 
     def route_model(self, call: Call, model: object, endpoint: Endpoint | None = None) -> None:
@@ -278,6 +284,9 @@ class Gateway:
         Raises ``InvalidRequest`` (400) for an unknown model and ``UnsupportedEndpoint`` (400)
         when no provider of the model offers ``endpoint``.
         """
+        if is_auto(model):
+            self.auto.apply(call)  # auto.prepare chose the model and set call.routes
+            return
         named = type(model) is str and split_model(model)[0] is not None
         cache_key = (model, endpoint) if named else None
         routes = self._named_routes.get(cache_key) if cache_key is not None else None
@@ -409,6 +418,8 @@ class Gateway:
             tokens = min(max(usage.prompt_tokens + usage.completion_tokens, 0), MAX_TOKENS)
             self.limits.finished(candidate.record, tokens, cost)
         self.spend.settle(call, cost)
+        if call.route_reason is not None:
+            self.auto.finished(call, status_code)  # an upstream error teaches the router
         self.ledger.record(
             UsageRecord(
                 request_id=call.request_id,
