@@ -18,6 +18,7 @@ from byok_middleware.openapi import handle_openapi
 from byok_middleware.proxy.chat import handle_chat
 from byok_middleware.proxy.dry_run import dry_run
 from byok_middleware.proxy.embeddings import EMBEDDINGS
+from byok_middleware.proxy.feedback import handle_feedback, route_auto
 from byok_middleware.proxy.images import IMAGES
 from byok_middleware.proxy.messages import handle_count_tokens, handle_messages
 from byok_middleware.proxy.model_list import ModelCatalog
@@ -63,6 +64,7 @@ async def _chat(gateway: Gateway, incoming: Incoming) -> None:
     body = await json_body(incoming.receive, gateway.config.max_body_bytes)
     call = new_call(incoming, "/chat/completions")
     try:
+        await route_auto(gateway, call, body, incoming.scope)  # model "auto" chooses here
         await handle_chat(gateway, call, body, incoming.receive, incoming.send)
     except BYOKError as exc:
         record_failure(gateway, call, exc)
@@ -122,7 +124,11 @@ async def _verify(gateway: Gateway, incoming: Incoming) -> None:
 
 
 async def _route(gateway: Gateway, incoming: Incoming) -> None:
-    view = await dry_run(gateway, new_call(incoming, "/byok/route"), incoming.query())
+    # POST: a sample request body for model=auto (proxy/dry_run.py).
+    body = None
+    if incoming.method == "POST":
+        body = await json_body(incoming.receive, gateway.config.max_body_bytes)
+    view = await dry_run(gateway, new_call(incoming, "/byok/route"), incoming.query(), body)
     await send_json(incoming.send, 200, view)
 
 
@@ -183,7 +189,9 @@ def build_router(*, dashboard: bool = True, admin: bool = False) -> Router:
     )
     router.add("/byok/usage", Route({"GET": _usage}))
     router.add("/byok/providers/{id}/verify", Route({"POST": _verify}))
-    router.add("/byok/route", Route({"GET": _route}))
+    # model "auto": its dry run with a sample body, and feedback (proxy/feedback.py).
+    router.add("/byok/route", Route({"GET": _route, "POST": _route}))
+    router.add("/byok/feedback", Route({"POST": handle_feedback}))
     if dashboard:
         router.add("/byok/dashboard", Route({"GET": handle_dashboard}, authenticated=False))
     # The document holds no tenant data; see byok_middleware.openapi for why it is public.

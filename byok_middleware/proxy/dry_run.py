@@ -1,4 +1,10 @@
-"""``GET /byok/route?model=...``: which key would serve the model now, and why; dry run."""
+"""``GET /byok/route?model=...``: which key would serve the model now, and why; dry run.
+
+``model=auto`` (``auto:cheap``, ``auto:best``; ``cost_weight=0..1`` overrides) shows instead the
+auto router's scored candidates and their components, for an empty request or, with ``POST``,
+for the sample request body sent (chat, Responses or Messages shape): no upstream call, no
+exploration, nothing learned.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from typing import Any
 
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
+from byok_middleware.gateway.autorouting import is_auto
 from byok_middleware.gateway.calls import Candidate
 from byok_middleware.gateway.limits import KeyUsage
 from byok_middleware.gateway.planning import KeyDecision, RoutePlan
@@ -81,11 +88,20 @@ def _price(value: Any) -> float | None:
     return float(value) if value is not None else None
 
 
-async def dry_run(gateway: Gateway, call: Call, params: dict[str, str]) -> dict[str, Any]:
-    """Plan ``params["model"]`` for the caller without calling upstream or moving the rotation."""
-    model = params.get("model")
-    if not model:
+async def dry_run(
+    gateway: Gateway, call: Call, params: dict[str, str], body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Plan ``params["model"]`` for the caller without calling upstream or moving the rotation.
+
+    ``body`` (``POST``) is a sample request for ``model=auto``; its ``model`` is used when the
+    query names none."""
+    model = params.get("model") or (body or {}).get("model")
+    if not model or not isinstance(model, str):
         raise InvalidRequest("'model' is required, e.g. ?model=openai/gpt-4o", param="model")
+    if is_auto(model):
+        sample = {**(body or {}), "model": model}
+        weight = params.get("cost_weight")
+        return await gateway.auto.explain(call.tenant_id, model, sample, weight)
     gateway.route_model(call, model)
     plan = await gateway.plan(call.tenant_id, call.routes, advance=False)
     view = route_view(plan, call, allow_platform_fallback=gateway.config.allow_platform_fallback)

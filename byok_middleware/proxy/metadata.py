@@ -24,9 +24,10 @@ class CallMetadata:
     attempts: int = 1
     cost_usd: Decimal | None = None
     cache_hit: bool = False
+    route_reason: str | None = None  # model "auto" only: why it chose this model
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found = {
             "cost_attribution": self.attribution,
             "provider_used": self.provider,
             "model_used": self.model,
@@ -36,6 +37,10 @@ class CallMetadata:
             "request_id": self.request_id,
             "attempts": self.attempts,
         }
+        if self.route_reason is not None:
+            found["routed"] = "auto"
+            found["route_reason"] = self.route_reason
+        return found
 
     def headers(self, *, with_cost: bool) -> list[tuple[bytes, bytes]]:
         raw = [

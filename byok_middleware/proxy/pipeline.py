@@ -71,6 +71,7 @@ def call_metadata(call: Call, forwarded: Forwarded) -> CallMetadata:
         call.model,
         candidate.key_id,
         call.attempts,
+        route_reason=call.route_reason,
     )
 
 
@@ -133,6 +134,8 @@ async def answer(
     the bytes instead of serialising the whole answer again.
     """
     now = gateway.clock()  # one reading prices the call and dates its ledger row
+    if call.route_reason is not None:
+        gateway.auto.answered(call, data)  # a cut-off answer teaches the auto router
     if not priced:
         cost = gateway.cost(call, usage, when=now)
     response = forwarded.response
