@@ -12,12 +12,19 @@ Three nets, all applied, in this order:
    ``?key=`` in URLs), so a key the gateway does not know (another tenant's, echoed by a
    misbehaving upstream) is caught as well.
 
+Each known secret is also matched in the forms an upstream can echo it in (issue 18): in any
+letter case, URL-encoded or JSON-escaped (``%73k-…``, ``\\u0073k-…``: text with such escapes is
+also scanned decoded, so mixtures are caught), and base64-encoded (standard and URL-safe, at
+each of the three alignments inside a longer base64 string). Cutting a text comes after
+redacting it (:meth:`Redactor.truncated`): a cut key is a fragment no net recognises.
+
 Log records are redacted by :class:`RedactingFilter` on the loggers that can carry a key (ours
 and the HTTP stack's, see :func:`install_log_redaction` for why filters and not a record factory).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import traceback
@@ -80,10 +87,58 @@ def _fragments(secret: str) -> Iterable[str]:
         yield secret[-4:]
 
 
-def _alternation(parts: Iterable[str]) -> re.Pattern[str] | None:
+def _alternation(parts: Iterable[str], flags: int = 0) -> re.Pattern[str] | None:
     # Longest first, so that at one position the whole secret wins over a prefix of it.
     ordered = sorted(parts, key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    return re.compile("|".join(map(re.escape, ordered)), flags) if ordered else None
+
+
+_MIN_ENCODED_SECRET = 8  # base64 of a shorter one is too short a pattern to be specific
+
+
+def _base64_forms(secret: str) -> Iterable[str]:
+    """The base64 text that encodes ``secret`` whatever precedes it in the encoded data: for
+    each of the three byte alignments, the characters that depend on the secret's bytes alone
+    (standard and URL-safe alphabets)."""
+    data = secret.encode()
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + data).decode().rstrip("=")
+        head = (0, 2, 3)[offset]  # characters mixing the unknown preceding bytes
+        tail = 0 if (offset + len(data)) % 3 == 0 else 1  # ... and the unknown following ones
+        core = encoded[head : len(encoded) - tail]
+        if len(core) >= _MIN_ENCODED_SECRET:
+            yield core
+            yield core.replace("+", "-").replace("/", "_")
+
+
+# Escapes an upstream can wrap a key's characters in; a text holding any is also scanned decoded.
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\[/\\\"]|\\x[0-9A-Fa-f]{2}")
+
+
+def _decoded(text: str) -> tuple[str, list[int]] | None:
+    """``text`` with its URL and JSON escapes decoded, and for each decoded character the
+    offset in ``text`` where it starts (plus the end): None when there is nothing to decode."""
+    out: list[str] = []
+    starts: list[int] = []
+    position = 0
+    for match in _ESCAPE.finditer(text):
+        start, end = match.span()
+        out.append(text[position:start])
+        starts.extend(range(position, start))
+        token = match.group()
+        if token[0] == "%" or token[1] == "x":
+            out.append(chr(int(token[-2:], 16)))
+        elif token[1] == "u":
+            out.append(chr(int(token[2:], 16)))
+        else:
+            out.append(token[1])
+        starts.append(start)
+        position = end
+    if not starts and position == 0:
+        return None
+    out.append(text[position:])
+    starts.extend(range(position, len(text) + 1))  # the final entry is the end of the text
+    return "".join(out), starts
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -103,13 +158,21 @@ class Redactor:
     relies on that to tell whether a rendered message still carries a secret).
     """
 
-    __slots__ = ("_exact", "_fragments")
+    __slots__ = ("_encoded", "_exact", "_fragments")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         whole = {secret for secret in secrets if secret and len(secret) >= MIN_SECRET_LENGTH}
         parts = {part for secret in whole for part in _fragments(secret)} - whole
-        self._exact = _alternation(whole)
-        self._fragments = _alternation(parts)
+        encoded = {
+            form
+            for secret in whole
+            if len(secret) >= _MIN_ENCODED_SECRET
+            for form in _base64_forms(secret)
+        }
+        # Any letter case: upper-cased echoes ("SK-ABC…") are the same key to a reader.
+        self._exact = _alternation(whole, re.IGNORECASE)
+        self._fragments = _alternation(parts, re.IGNORECASE)
+        self._encoded = _alternation(encoded)  # base64 is case-sensitive
 
     def __repr__(self) -> str:
         return "Redactor(<secrets hidden>)"
@@ -120,9 +183,14 @@ class Redactor:
         # of a key the pattern would have caught whole leaves the rest of that key behind).
         spans = [m.span() for m in _KEY_PATTERNS.finditer(text)]
         spans += [m.span(2) for m in _ECHO_CONTEXT.finditer(text)]
-        for pattern in (self._exact, self._fragments):
+        for pattern in (self._exact, self._fragments, self._encoded):
             if pattern is not None:
                 spans += [m.span() for m in pattern.finditer(text)]
+        if ("%" in text or "\\" in text) and (view := _decoded(text)) is not None:
+            decoded, starts = view
+            for pattern in (_KEY_PATTERNS, self._exact, self._fragments):
+                if pattern is not None:
+                    spans += [(starts[a], starts[b]) for a, b in _spans(pattern, decoded)]
         if not spans:
             return text
         out, position = [], 0
@@ -131,6 +199,25 @@ class Redactor:
             position = end
         out.append(text[position:])
         return "".join(out)
+
+    def truncated(self, text: str, limit: int) -> str:
+        """``text`` redacted, then cut to ``limit`` characters (never the other way round), and
+        never in the middle of a ``[REDACTED]`` marker."""
+        redacted = self(text)
+        if len(redacted) <= limit:
+            return redacted
+        cut = redacted[:limit]
+        marker = cut.rfind("[")
+        if marker >= 0 and REDACTED.startswith(cut[marker:]) and cut[marker:] != REDACTED:
+            cut = cut[:marker]
+        return cut
+
+    def event(self, raw: bytes) -> bytes:
+        """Any bytes of a stream (an SSE event of whatever shape, a chunk): ``raw`` itself when
+        nothing is found, else the redacted bytes (undecodable bytes kept as they were)."""
+        text = raw.decode("utf-8", "surrogateescape")
+        redacted = self(text)
+        return raw if redacted == text else redacted.encode("utf-8", "surrogateescape")
 
     def value(self, value: Any) -> Any:
         """Redact every string inside a JSON-like value (dict keys and values, lists, strings)."""
@@ -141,6 +228,10 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
+
+
+def _spans(pattern: re.Pattern[str], text: str) -> Iterable[tuple[int, int]]:
+    return (m.span() for m in pattern.finditer(text))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

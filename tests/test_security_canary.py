@@ -159,7 +159,9 @@ def drive_everything(gateway: Gateway, fake: FakeUpstream, keep: Recorder) -> No
 
 
 def db_files(db_path: Path) -> list[Path]:
-    return [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
+    found = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
+    # The ledger journal, a folder next to the file, is a sink too: its files are searched.
+    return [f for p in found for f in (sorted(p.iterdir()) if p.is_dir() else [p])]
 
 
 def ledger_rows(db_path: Path) -> str:

@@ -89,11 +89,19 @@ def upstream_client(
     config: BYOKConfig, transport: httpx.AsyncBaseTransport | None
 ) -> UpstreamClient:
     """aiohttp directly in production; an injected httpx transport (tests) through httpx."""
+    timeout, connect = config.upstream_timeout, config.connect_timeout
+    cap, deadline = config.max_upstream_body_bytes, config.upstream_deadline
     if transport is not None:
         return HttpxUpstream(
-            transport, timeout=config.upstream_timeout, connect_timeout=config.connect_timeout
+            transport,
+            timeout=timeout,
+            connect_timeout=connect,
+            max_body_bytes=cap,
+            deadline=deadline,
         )
-    return AiohttpUpstream(timeout=config.upstream_timeout, connect_timeout=config.connect_timeout)
+    return AiohttpUpstream(
+        timeout=timeout, connect_timeout=connect, max_body_bytes=cap, deadline=deadline
+    )
 
 
 def _shared_state(
@@ -182,7 +190,11 @@ class Gateway:
         self._client: UpstreamClient | None = None
         self._failover: Failover | None = None
         self.platform_keys = {p: SecretStr(k) for p, k in config.platform_keys.items()}
-        self.upstreams = Upstreams(config.base_url, list(config.platform_keys.values()))
+        self.upstreams = Upstreams(
+            config.base_url,
+            list(config.platform_keys.values()),
+            first_event_timeout=config.first_event_timeout,
+        )
         self.catalogue = ModelCatalogue(self.prices)
         self.health = HealthRecorder(self.keys, self.store, clock)
         # Budgets (gateway/spend.py): reserved before each attempt, settled in ``record``.

@@ -119,7 +119,8 @@ class Failover:
             try:
                 response = await self._client.send(method, url, headers=headers, content=content)
                 if stream and response.status_code < 300:
-                    response = await await_first_event(response)
+                    wait = self._upstreams.first_event_timeout
+                    response = await await_first_event(response, limit=wait)
             except httpx.TimeoutException:
                 last_error = UpstreamUnavailable(
                     f"{candidate.provider} did not answer in time", status_code=504, code="timeout"

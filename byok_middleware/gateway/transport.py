@@ -8,11 +8,18 @@ around any httpx transport, which is how tests script providers with ``httpx.Moc
 Both speak httpx's exception vocabulary (``httpx.TimeoutException``, ``httpx.TransportError``),
 so callers catch one family whichever client runs, and both refuse to keep upstream cookies: a
 ``Set-Cookie`` from one tenant's call must never ride along on another tenant's.
+
+Both bound what a hostile or broken upstream can cost (issue 18): ``aread`` reads in chunks and
+stops at ``max_body_bytes`` (``BodyTooLarge``, a 502 for the client; memory stays bounded
+whatever the upstream sends), and every exchange has a ``deadline`` in seconds from the request
+(``httpx.ReadTimeout`` on the first chunk past it; a silent upstream hits the read timeout), so
+an upstream trickling keep-alive comments cannot hold a connection forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Protocol
@@ -21,7 +28,9 @@ import aiohttp
 import httpx
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
     "AiohttpUpstream",
+    "BodyTooLarge",
     "HttpxUpstream",
     "UpstreamClient",
     "UpstreamResponse",
@@ -29,6 +38,28 @@ __all__ = [
 ]
 
 Body = bytes | AsyncIterable[bytes]
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_DEADLINE = 900.0
+
+
+class BodyTooLarge(httpx.TransportError):
+    """The upstream body is larger than the client's ``max_body_bytes``: not read further."""
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"the upstream answer exceeds {limit} bytes (BYOK_MAX_UPSTREAM_BODY_BYTES)")
+
+
+def _declared_length(headers: Mapping[str, str]) -> int:
+    try:
+        return int(headers.get("content-length") or -1)
+    except ValueError:
+        return -1
+
+
+def _past_deadline() -> httpx.ReadTimeout:
+    return httpx.ReadTimeout("the upstream exchange exceeded its deadline")
 
 
 class UpstreamResponse(Protocol):
@@ -86,10 +117,12 @@ def as_httpx_error(exc: BaseException) -> httpx.TransportError:
 
 
 class _AiohttpResponse:
-    __slots__ = ("_response", "headers", "status_code")
+    __slots__ = ("_deadline", "_limit", "_response", "headers", "status_code")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, limit: int, deadline: float) -> None:
         self._response = response
+        self._limit = limit
+        self._deadline = deadline  # time.monotonic()
         # Plain attributes, not properties: each is read several times per call.
         self.status_code: int = response.status
         self.headers: Mapping[str, str] = response.headers
@@ -98,14 +131,22 @@ class _AiohttpResponse:
         return f"<upstream response {self.status_code}>"
 
     async def aread(self) -> bytes:
-        try:
-            return await self._response.read()
-        except _AIOHTTP_ERRORS as exc:
-            raise as_httpx_error(exc) from exc
+        if _declared_length(self.headers) > self._limit:
+            raise _too_large(self._limit)
+        chunks, size = [], 0
+        async for chunk in self.aiter_bytes():
+            size += len(chunk)
+            if size > self._limit:
+                raise _too_large(self._limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        deadline = self._deadline
         try:
             async for chunk in self._response.content.iter_any():
+                if time.monotonic() > deadline:
+                    raise _past_deadline()
                 yield chunk
         except _AIOHTTP_ERRORS as exc:
             raise as_httpx_error(exc) from exc
@@ -125,10 +166,14 @@ class AiohttpUpstream:
         connect_timeout: float = 10.0,
         max_connections: int = 512,
         keepalive: float = 30.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=timeout
         )
+        self._max_body_bytes = max_body_bytes
+        self._deadline = deadline
         self._max_connections = max_connections
         self._keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
@@ -159,6 +204,7 @@ class AiohttpUpstream:
         time_limit: float | None = None,
     ) -> UpstreamResponse:
         session = self._session or self._open()
+        deadline = time.monotonic() + (self._deadline if time_limit is None else time_limit)
         limit = self._timeout if time_limit is None else aiohttp.ClientTimeout(total=time_limit)
         try:
             response = await session.request(
@@ -171,7 +217,7 @@ class AiohttpUpstream:
             )
         except _AIOHTTP_ERRORS as exc:
             raise as_httpx_error(exc) from exc
-        return _AiohttpResponse(response)
+        return _AiohttpResponse(response, self._max_body_bytes, deadline)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -186,6 +232,42 @@ def _no_cookies() -> httpx.Cookies:
     return httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
 
 
+class _HttpxResponse:
+    """An ``httpx.Response`` (streamed) with the body cap and the deadline."""
+
+    __slots__ = ("_deadline", "_limit", "_response", "headers", "status_code")
+
+    def __init__(self, response: httpx.Response, limit: int, deadline: float) -> None:
+        self._response = response
+        self._limit = limit
+        self._deadline = deadline
+        self.status_code: int = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    def __repr__(self) -> str:
+        return f"<upstream response {self.status_code}>"
+
+    async def aread(self) -> bytes:
+        if _declared_length(self.headers) > self._limit:
+            raise _too_large(self._limit)
+        chunks, size = [], 0
+        async for chunk in self.aiter_bytes():
+            size += len(chunk)
+            if size > self._limit:
+                raise _too_large(self._limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_bytes():
+            if time.monotonic() > self._deadline:
+                raise _past_deadline()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
 class HttpxUpstream:
     """Any httpx transport behind the same interface (tests: ``httpx.MockTransport``)."""
 
@@ -195,7 +277,11 @@ class HttpxUpstream:
         *,
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
+        self._max_body_bytes = max_body_bytes
+        self._deadline = deadline
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -216,6 +302,7 @@ class HttpxUpstream:
         content: Body | None = None,
         time_limit: float | None = None,
     ) -> UpstreamResponse:
+        deadline = time.monotonic() + (self._deadline if time_limit is None else time_limit)
         request = self._client.build_request(
             method,
             url,
@@ -223,7 +310,8 @@ class HttpxUpstream:
             headers=headers,
             timeout=httpx.USE_CLIENT_DEFAULT if time_limit is None else time_limit,
         )
-        return await self._client.send(request, stream=True)
+        response = await self._client.send(request, stream=True)
+        return _HttpxResponse(response, self._max_body_bytes, deadline)
 
     async def aclose(self) -> None:
         await self._client.aclose()

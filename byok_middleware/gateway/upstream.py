@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
+import httpx
+
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, UpstreamError
 from byok_middleware.gateway.calls import Candidate, KeyUse
-from byok_middleware.gateway.transport import UpstreamResponse
+from byok_middleware.gateway.transport import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, UpstreamResponse
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
 from byok_middleware.redaction import Redactor
 
 __all__ = [
+    "FIRST_EVENT_TIMEOUT",
     "RETRYABLE_STATUSES",
     "EmptyStream",
     "Upstreams",
@@ -62,36 +66,52 @@ class _Replayed:
             yield chunk
 
     async def aread(self) -> bytes:
-        return b"".join([chunk async for chunk in self.aiter_bytes()])
+        # Capped like the transport's own aread (a JSON answer to a stream request).
+        chunks, size = [], 0
+        async for chunk in self.aiter_bytes():
+            size += len(chunk)
+            if size > DEFAULT_MAX_BODY_BYTES:
+                raise BodyTooLarge(f"the upstream answer exceeds {DEFAULT_MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
 
 _FIRST_EVENT_LIMIT = 64 * 1024
+FIRST_EVENT_TIMEOUT = 30.0
 
 
-async def await_first_event(response: UpstreamResponse) -> UpstreamResponse:
+async def await_first_event(
+    response: UpstreamResponse, *, limit: float = FIRST_EVENT_TIMEOUT
+) -> UpstreamResponse:
     """Read a streamed 2xx answer up to its first SSE event; return it with those bytes kept.
 
     This defines "before the first byte" for failover: a stream is committed once its first
     event (a ``data:`` or ``event:`` line, not a keep-alive comment) arrived from upstream; until
-    then nothing was sent to the client. Raises ``EmptyStream`` or the transport's ``httpx``
-    error (the response is then closed).
+    then nothing was sent to the client. ``limit`` (seconds, ``BYOK_FIRST_EVENT_TIMEOUT``) bounds
+    the whole wait from here: comments (``: keep-alive``) do not reset it, so an upstream that
+    only keeps the connection warm fails over. Raises ``EmptyStream``, ``httpx.ReadTimeout`` or the
+    transport's ``httpx`` error (the response is then closed).
     """
     rest = response.aiter_bytes()
     head: list[bytes] = []
-    seen = b""
     try:
-        async for chunk in rest:
-            if not chunk:
-                continue
-            head.append(chunk)
-            seen = (seen + chunk)[-_FIRST_EVENT_LIMIT:]
-            if b"data:" in seen or b"event:" in seen or len(seen) >= _FIRST_EVENT_LIMIT:
-                break
-        else:
-            raise EmptyStream
+        async with asyncio.timeout(limit):
+            seen = b""
+            async for chunk in rest:
+                if not chunk:
+                    continue
+                head.append(chunk)
+                seen = (seen + chunk)[-_FIRST_EVENT_LIMIT:]
+                if b"data:" in seen or b"event:" in seen or len(seen) >= _FIRST_EVENT_LIMIT:
+                    break
+            else:
+                raise EmptyStream
+    except TimeoutError:
+        await response.aclose()
+        raise httpx.ReadTimeout(f"no stream event within {limit:g} s") from None
     except BaseException:
         await response.aclose()
         raise
@@ -118,14 +138,18 @@ def _parse(body: bytes) -> Any:
         return None
 
 
+_MESSAGE_LIMIT = 500
+
+
 def _fields(provider: str, status: int, body: bytes) -> tuple[int, str, str | None, str | None]:
-    """(status, message, type, code) from any provider's error shape."""
+    """(status, message, type, code) from any provider's error shape, not yet redacted nor cut
+    (cutting first could leave a fragment of a key that redaction no longer recognises)."""
     data = _parse(body)
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]  # Gemini wraps its error in an array
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         err = data["error"]
-        message = str(err.get("message") or "")
+        message = str(err.get("message") or "")[: 64 * 1024]  # redacted in full, then cut
         etype = err.get("type") or err.get("status")
         code = err.get("code")
         reasons = json.dumps(err.get("details") or [])
@@ -138,7 +162,7 @@ def _fields(provider: str, status: int, body: bytes) -> tuple[int, str, str | No
         # NVIDIA's problem-details shape
         message = " ".join(str(data[k]) for k in ("title", "detail") if data.get(k))
         return status, message, None, None
-    text = body.decode("utf-8", "replace").strip()[:500]
+    text = body[: 64 * 1024].decode("utf-8", "replace").strip()
     return status, text, None, None
 
 
@@ -173,12 +197,12 @@ def normalize_error(
     if not message:
         message = f"{provider} returned HTTP {status}"
     return UpstreamError(
-        redactor(f"{provider}: {message}"),
+        redactor.truncated(f"{provider}: {message}", _MESSAGE_LIMIT),
         # Every provider field that reaches the client and the ledger is redacted, type too.
-        error_type=redactor(etype)
+        error_type=redactor.truncated(etype, 100)
         if etype
         else ("server_error" if status >= 500 else "invalid_request_error"),
-        code=redactor(code) if code else None,
+        code=redactor.truncated(code, 100) if code else None,
         status_code=status if 400 <= status <= 599 else 502,
         headers=headers,
     )
@@ -193,7 +217,14 @@ class Upstreams:
 
     _MAX_KEYS = 4096  # rotated-away keys must not pile up
 
-    def __init__(self, base_url: Callable[[str], str], platform_keys: Sequence[str]) -> None:
+    def __init__(
+        self,
+        base_url: Callable[[str], str],
+        platform_keys: Sequence[str],
+        *,
+        first_event_timeout: float = FIRST_EVENT_TIMEOUT,
+    ) -> None:
+        self.first_event_timeout = first_event_timeout  # await_first_event's, for failover
         self._base_url = base_url
         self._platform_keys = tuple(platform_keys)
         self._urls: dict[tuple[str, str], str] = {}
