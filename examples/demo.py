@@ -36,8 +36,15 @@ def _port(preferred: int) -> int:
         return int(sock.getsockname()[1])
 
 
+def _bold(text: str) -> str:
+    # Escape codes only for a terminal that wants them (not a pipe, a file or NO_COLOR).
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        return f"\033[1m{text}\033[0m"
+    return text
+
+
 def _title(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
+    print("\n" + _bold(f"== {text}"), flush=True)
 
 
 def _show(label: str, value: Any) -> None:
@@ -81,7 +88,7 @@ def main() -> int:
         text=True,
     )
     gateway_key = created.stdout.strip().splitlines()[-1]
-    print(created.stdout.strip().splitlines()[0])
+    print(created.stdout.strip())  # "... its gateway API key, shown once:" and the key
 
     server = subprocess.Popen(  # noqa: S603 - uvicorn serving the example app
         [
@@ -152,7 +159,7 @@ def main() -> int:
         print(f"  host app:      {base}/")
         print(f"  gateway:       {base}/v1/chat/completions")
         print(f"  keys:          {base}/v1/byok/providers")
-        print(f"  dashboard:     {base}/v1/byok/dashboard#key={gateway_key}")
+        print(f"  dashboard:     {base}/v1/byok/dashboard (paste the gateway key there)")
         print(f"  gateway key:   {gateway_key}")
         print(f"  fake upstream: {fake.url}")
         if os.environ.get("BYOK_DEMO_EXIT"):
