@@ -9,9 +9,10 @@ import pytest
 from byok_middleware.storage import KeyStore, MemoryStore
 from tests.store_contract import StoreContract
 from tests.store_contract_admin import AdminContract
+from tests.store_contract_router import RouterContract
 
 
-class TestMemoryStore(StoreContract, AdminContract):
+class TestMemoryStore(StoreContract, AdminContract, RouterContract):
     @pytest.fixture
     async def store(self) -> AsyncIterator[KeyStore]:
         store = MemoryStore()

@@ -17,9 +17,11 @@ from byok_middleware.storage.postgres import PostgresStore, apply_migrations
 from tests.services import fresh_database, service_url
 from tests.store_contract import T0, StoreContract, key, tenant, usage
 from tests.store_contract_admin import AdminContract
+from tests.store_contract_router import RouterContract
 
 TABLES = (
-    "tenants, gateway_keys, provider_keys, usage, tenant_policies, webhooks, webhook_deliveries"
+    "tenants, gateway_keys, provider_keys, usage, tenant_policies, webhooks, webhook_deliveries, "
+    "router_state, routed_requests"
 )
 
 
@@ -35,7 +37,7 @@ async def database(server_url: str) -> AsyncIterator[str]:
         yield url
 
 
-class TestPostgresStore(StoreContract, AdminContract):
+class TestPostgresStore(StoreContract, AdminContract, RouterContract):
     @pytest.fixture
     async def store(self, server_url: str) -> AsyncIterator[KeyStore]:
         # One migrated database shared by the contract tests, emptied before each one: much

@@ -24,9 +24,10 @@ from byok_middleware.storage.sql import USAGE_COLUMNS
 from byok_middleware.storage.sqlite import _encode_record, _encode_usage, apply_migrations
 from tests.store_contract import T0, StoreContract, key, tenant, usage
 from tests.store_contract_admin import AdminContract
+from tests.store_contract_router import RouterContract
 
 
-class TestSQLiteStore(StoreContract, AdminContract):
+class TestSQLiteStore(StoreContract, AdminContract, RouterContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[KeyStore]:
         store = SQLiteStore(tmp_path / "byok.db")

@@ -31,6 +31,7 @@ from byok_middleware.storage.records import (
 )
 from byok_middleware.storage.sql_keys import new_gateway_key_id
 from byok_middleware.storage.sql_responses import MemoryResponses
+from byok_middleware.storage.sql_router import MemoryRouter
 
 __all__ = ["MemoryStore"]
 
@@ -63,12 +64,13 @@ def _key_order(record: ProviderKeyRecord) -> tuple[str, int, datetime, str]:
     return (record.provider, record.priority, record.created_at, record.id)
 
 
-class MemoryStore(MemoryLedger, MemoryResponses):
+class MemoryStore(MemoryLedger, MemoryResponses, MemoryRouter):
     """An ``AdminStore`` held in dicts; see ``AdminStore`` for what each method promises."""
 
     def __init__(self) -> None:
         super().__init__()
         MemoryResponses.__init__(self)  # MemoryLedger does not chain __init__
+        MemoryRouter.__init__(self)
         self._tenants: dict[str, Tenant] = {}
         self._gateway_keys: dict[str, _GatewayKey] = {}  # by key hash
         self._keys: dict[str, ProviderKeyRecord] = {}

@@ -217,7 +217,37 @@ _V3 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+# The auto router (storage/sql_router.py): learned state per scope, written with compare-and-set
+# on ``version``; per routed request, what its feedback needs; ``routed_requests_time`` serves
+# the retention prune.
+_V4 = Migration(
+    version=4,
+    description="the auto router's learned state and its routed requests",
+    statements=(
+        """
+        CREATE TABLE router_state (
+            scope       {text_c} PRIMARY KEY,
+            state       TEXT NOT NULL,
+            version     INTEGER NOT NULL,
+            updated_at  {time} NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE routed_requests (
+            request_id  {text_c} NOT NULL,
+            tenant_id   {text_c} NOT NULL,
+            model       TEXT NOT NULL,
+            features    TEXT NOT NULL,
+            created_at  {time} NOT NULL,
+            scored      {flag:scored},
+            PRIMARY KEY (tenant_id, request_id)
+        )
+        """,
+        "CREATE INDEX routed_requests_time ON routed_requests (created_at)",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 SQLITE_MIGRATIONS = rendered(MIGRATIONS, SQLITE)
 POSTGRES_MIGRATIONS = rendered(MIGRATIONS, POSTGRES)

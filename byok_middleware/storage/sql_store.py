@@ -9,12 +9,13 @@ from __future__ import annotations
 from byok_middleware.storage.sql_keys import KeySQL, TenantSQL
 from byok_middleware.storage.sql_ledger import LedgerSQL
 from byok_middleware.storage.sql_responses import ResponsesSQL
+from byok_middleware.storage.sql_router import RouterSQL
 from byok_middleware.storage.sql_settings import SettingsSQL
 
 __all__ = ["SQLStore"]
 
 
-class SQLStore(TenantSQL, KeySQL, LedgerSQL, SettingsSQL, ResponsesSQL):
+class SQLStore(TenantSQL, KeySQL, LedgerSQL, SettingsSQL, ResponsesSQL, RouterSQL):
     """The shared SQL of a store; see ``AdminStore`` for what each method promises."""
 
     async def schema_version(self) -> int:
