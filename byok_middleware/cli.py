@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from byok_middleware import __version__
+from byok_middleware import __version__, cli_admin
 from byok_middleware.config import BYOKConfig, check_sqlite_path, store_failure
 from byok_middleware.crypto import generate_master_key
 from byok_middleware.errors import ConfigurationError
@@ -53,6 +53,8 @@ async def _tenant(args: argparse.Namespace) -> int:
         raise UsageError("a tenant name must not be empty")
     store, _ = await _open_store(args)
     try:
+        if args.action in ("rotate-key", "policy"):
+            return await cli_admin.tenant_action(args, store, _tell_replicas)
         if args.action == "create":
             try:
                 tenant, key = await create_tenant(store, args.name.strip())
@@ -189,6 +191,8 @@ def _parser() -> argparse.ArgumentParser:
         "revoke", parents=[common, database], help="revoke a tenant and its gateway API keys"
     )
     revoke.add_argument("name", help="the name of the tenant to revoke")
+    cli_admin.add_tenant_actions(actions, common, database)  # rotate-key, policy
+    cli_admin.add_usage_command(commands, common, database)  # usage export
 
     rotate = commands.add_parser(
         "rotate-master-key",
@@ -247,6 +251,8 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(rotate_command(args))
     if args.command == "fake-upstream":
         return _fake_upstream(args)
+    if args.command == "usage":
+        return asyncio.run(cli_admin.usage_command(args, _open_store))
     return _serve(args)
 
 
