@@ -258,3 +258,40 @@ def test_plain_http_metadata_headers(gateway: Gateway) -> None:
     assert response.headers["x-byok-cost-attribution"] == "xantly"
     assert float(response.headers["x-byok-cost-usd"]) == pytest.approx(list_price("groq"))
     assert response.json()["xantly_metadata"]["request_id"] == response.headers["x-byok-request-id"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_cut_stream_ends_with_an_error_event(
+    gateway: Gateway, fake: FakeUpstream, provider: str
+) -> None:
+    """An upstream that drops the stream mid-way: an Anthropic error event with the metadata."""
+    fake.script(provider, Scripted(cut_after=2))
+    body = {"model": MODELS[provider], "max_tokens": 64, "messages": MESSAGES, "stream": True}
+    headers = {"x-api-key": gateway.tenant("acme")}
+    with (
+        httpx.Client(base_url=gateway.url, timeout=30) as http,
+        http.stream("POST", "/v1/messages", json=body, headers=headers) as response,
+    ):
+        lines = list(response.iter_lines())
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert events[0] == "message_start" and events[-1] == "error"
+    last = json.loads([line for line in lines if line.startswith("data: ")][-1][6:])
+    assert last["type"] == "error" and last["error"]["type"] == "api_error"
+    assert last["xantly_metadata"]["provider_used"] == provider
+    (row,) = ledger(gateway)
+    assert (row["status_code"], row["error_type"]) == (502, "stream_interrupted")
+
+
+def test_an_anthropic_error_event_mid_stream_is_relayed(
+    client: anthropic.Anthropic, fake: FakeUpstream
+) -> None:
+    """Anthropic's own error event mid-stream reaches the SDK as an APIStatusError."""
+    fake.script("anthropic", Scripted(anthropic_error_after=1))
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        client.messages.stream(
+            model=MODELS["anthropic"], max_tokens=64, messages=MESSAGES
+        ) as events,
+    ):
+        list(events)
+    assert "overloaded" in str(caught.value.body)

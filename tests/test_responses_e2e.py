@@ -6,6 +6,7 @@ groq through chat completions; every test runs on real uvicorn against the fake 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from decimal import Decimal
 from typing import Any
@@ -279,3 +280,26 @@ def test_models_retrieve_answers_a_listed_id(client: openai.OpenAI) -> None:
     assert model.model_extra["xantly_metadata"]["provider_used"] == "openai"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("openai/no-such-model")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_cut_stream_ends_with_response_failed(
+    gateway: Gateway, fake: FakeUpstream, provider: str
+) -> None:
+    """An upstream that drops the stream mid-way: response.failed with the metadata, a 502 row."""
+    fake.script(provider, Scripted(cut_after=2))
+    with (
+        gateway.client("acme") as http,
+        http.stream(
+            "POST", "/v1/responses", json={"model": MODELS[provider], "input": "Hi", "stream": True}
+        ) as response,
+    ):
+        frames = [line for line in response.iter_lines() if line.startswith("data: ")]
+    last = json.loads(frames[-1].removeprefix("data: "))
+    assert last["type"] == "response.failed"
+    assert last["response"]["status"] == "failed"
+    assert last["response"]["xantly_metadata"]["provider_used"] == provider
+    (row,) = ledger(gateway)
+    assert (row["status_code"], row["error_type"]) == (502, "stream_interrupted")
+    with pytest.raises(openai.NotFoundError):
+        gateway.openai("acme").responses.retrieve(last["response"]["id"])
