@@ -74,7 +74,9 @@ def test_canary_key_never_leaves(
 
     logs = caplog.text + "\n".join(repr(r.args) + str(r.msg) for r in caplog.records)
     assert "GET /v1/byok/providers" in caplog.text  # the access log was captured
-    files = [p for p in gateway.db_path.parent.iterdir() if p.name.startswith("byok.db")]
+    found = [p for p in gateway.db_path.parent.iterdir() if p.name.startswith("byok.db")]
+    # The ledger journal is a folder of files beside the database: read those too.
+    files = [f for p in found for f in (sorted(p.rglob("*")) if p.is_dir() else [p]) if f.is_file()]
     assert files
     database = b"".join(p.read_bytes() for p in files)
     ledger = repr(_ledger(gateway.db_path)) + repr(gateway.config)

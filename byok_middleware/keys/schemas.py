@@ -6,7 +6,15 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from byok_middleware.storage.base import KeyStatus, ProviderKeyRecord
 
@@ -23,11 +31,46 @@ __all__ = [
 
 Provider = Literal["openai", "anthropic", "groq", "deepseek", "nvidia", "google"]
 
+#: Other names clients use for a provider (compared lower-case).
+PROVIDER_ALIASES = {"gemini": "google"}
+
+#: Key prefixes that only one provider issues, for telling a key registered under the wrong
+#: provider. Generic ``sk-`` keys (OpenAI's legacy keys, DeepSeek's) say nothing.
+KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("sk-ant-", "anthropic"),
+    ("sk-proj-", "openai"),
+    ("sk-svcacct-", "openai"),
+    ("sk-admin-", "openai"),
+    ("gsk_", "groq"),
+    ("nvapi-", "nvidia"),
+    ("AIza", "google"),
+)
+
+
+def _normalise_provider(value: Any) -> Any:
+    # Provider names are case-insensitive, and "gemini" means google; the Literal checks the rest.
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        return PROVIDER_ALIASES.get(lowered, lowered)
+    return value
+
+
+def key_owner(api_key: str) -> str | None:
+    """The provider whose key format ``api_key`` clearly has, or None when it is not clear."""
+    for prefix, provider in KEY_PREFIXES:
+        if api_key.startswith(prefix):
+            return provider
+    return None
+
+
 MAX_KEY_LENGTH = 512
 MAX_LABEL_LENGTH = 100
 MAX_RATE_LIMIT = 1_000_000_000  # beyond any provider's limits, and inside a 64-bit column
 # What ``_clean_key`` accepts, for the OpenAPI document: printable ASCII without inner spaces.
 API_KEY_PATTERN = r"^\s*[!-~]+\s*$"
+# Labels reach the database, key views and logs: no C0/C1 control characters (the engine
+# refuses them too; the pattern tells API clients and the OpenAPI document).
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 
 def _clean_key(value: str | None) -> str | None:
@@ -79,13 +122,28 @@ class KeyCreate(_Strict):
     api_key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH, pattern=API_KEY_PATTERN)
     is_active: bool = True
     priority: int = Field(default=1, ge=1, le=1000)
-    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH, pattern=LABEL_PATTERN)
     always_use: bool = False
     rpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
     tpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
     monthly_budget_usd: Budget = Field(default=None, ge=0, max_digits=14, decimal_places=6)
 
     _key = field_validator("api_key")(_clean_key)
+    _provider = field_validator("provider", mode="before")(_normalise_provider)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_of_this_provider(cls, value: str, info: ValidationInfo) -> str:
+        # Runs after _clean_key; "provider" is declared first, so it is validated by now.
+        provider, owner = info.data.get("provider"), key_owner(value)
+        if provider is not None and owner is not None and owner != provider:
+            raise PydanticCustomError(
+                "key_provider_mismatch",
+                "this key has the format of {owner} keys, not {provider} ones; register it with "
+                'provider "{owner}"',
+                {"owner": owner, "provider": provider},
+            )
+        return value
 
     @field_validator("monthly_budget_usd", mode="before")
     @classmethod
@@ -119,7 +177,7 @@ class KeyUpdate(_Strict):
     )
     is_active: bool | None = None
     priority: int | None = Field(default=None, ge=1, le=1000)
-    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH)
+    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH, pattern=LABEL_PATTERN)
     always_use: bool | None = None
     rpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
     tpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
