@@ -42,6 +42,7 @@ MAX_TOKENS = (
     10**12
 )  # no request is within six orders of magnitude; 9 million such rows sum in int64
 MAX_COST_USD = Decimal(10**9)
+_MAX_COST = 10**9  # comparing a Decimal with an int is faster than with a Decimal
 _MAX_MS = 1e10  # ~115 days
 
 _TEXT = (
@@ -49,6 +50,11 @@ _TEXT = (
     "error_type", "cost_source",
 )  # fmt: skip
 _TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens")
+_COUNTS = (
+    *((name, 0, MAX_TOKENS) for name in _TOKENS),
+    ("status_code", 0, 999),
+    ("attempts", 1, 1000),
+)
 _FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -97,8 +103,44 @@ def _flag(error_type: str | None, flag: str) -> str:
     return error_type if flag in error_type.split(";") else f"{error_type};{flag}"[:MAX_TEXT]
 
 
+def _is_clean(row: UsageRecord) -> bool:
+    """The fast path (one regex over all the text, plain comparisons): about 2 us."""
+    try:
+        text = "".join([row.request_id, row.tenant_id, row.key_id or "", row.provider,
+                         row.model, row.endpoint, row.attribution, row.error_type or "",
+                         row.cost_source or ""])  # fmt: skip
+    except TypeError:
+        return False  # something is not a string
+    if len(text) > MAX_TEXT or _UNSAFE.search(text):
+        return False  # (a long total is usually fine: the slow path checks field by field)
+    cost, ttft, latency = row.cost_usd, row.ttft_ms, row.latency_ms
+    return (
+        type(row.prompt_tokens) is int
+        and type(row.completion_tokens) is int
+        and type(row.cached_tokens) is int
+        and 0 <= row.prompt_tokens <= MAX_TOKENS
+        and 0 <= row.completion_tokens <= MAX_TOKENS
+        and 0 <= row.cached_tokens <= MAX_TOKENS
+        and type(row.status_code) is int
+        and 0 <= row.status_code <= 999
+        and type(row.attempts) is int
+        and 1 <= row.attempts <= 1000
+        and type(latency) is float
+        and 0.0 <= latency <= _MAX_MS
+        and (ttft is None or (type(ttft) is float and 0.0 <= ttft <= _MAX_MS))
+        and (
+            cost is None or (type(cost) is Decimal and cost.is_finite() and 0 <= cost <= _MAX_COST)
+        )
+        and row.cost_saved_usd is None
+        and type(row.created_at) is datetime
+        and row.created_at.tzinfo is not None
+    )
+
+
 def clean_row(row: UsageRecord) -> UsageRecord:
     """``row`` if it is safe to store as is (the common case: no copy), else a cleaned copy."""
+    if _is_clean(row):
+        return row
     changes: dict[str, Any] = {}
     flags: list[str] = []
     for name in _TEXT:
@@ -109,11 +151,7 @@ def clean_row(row: UsageRecord) -> UsageRecord:
             continue
         changes[name] = _text(value)
         flags.append("text_escaped")
-    for name, low, high in (
-        *((t, 0, MAX_TOKENS) for t in _TOKENS),
-        ("status_code", 0, 999),
-        ("attempts", 1, 1000),
-    ):
+    for name, low, high in _COUNTS:
         value = getattr(row, name)
         if type(value) is not int or not low <= value <= high:
             changes[name] = _count(value, low, high)
