@@ -27,6 +27,7 @@ from byok_middleware.asgi import Receive, Scope, Send, dumps, header, send_json
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.gateway.calls import Candidate
+from byok_middleware.gateway.headers import relay_headers
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers import messages_ingress
 from byok_middleware.providers.anthropic import to_openai_usage
@@ -39,8 +40,6 @@ from byok_middleware.proxy.relay import relay_stream
 from byok_middleware.proxy.rewriters import OpenAIChunks
 
 __all__ = ["handle_count_tokens", "handle_messages", "messages_model"]
-
-_ANTHROPIC_PASSTHROUGH = ("anthropic-ratelimit-", "retry-after", "request-id")
 
 
 def messages_model(model: object) -> object:
@@ -60,14 +59,6 @@ def _upstream_headers(scope: Scope) -> dict[str, str]:
     if beta:
         headers["anthropic-beta"] = beta
     return headers
-
-
-def _anthropic_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    return [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in headers.items()
-        if k.startswith(_ANTHROPIC_PASSTHROUGH)
-    ]
 
 
 def _check_stream(body: Mapping[str, Any]) -> bool:
@@ -90,7 +81,7 @@ async def handle_messages(
             return dumps({**body, "model": candidate.model or call.model}), dict(headers)
 
         forwarded = await gateway.forward(call, path="/messages", build=build_native, stream=stream)
-        passed = _anthropic_headers(forwarded.response.headers)
+        passed = relay_headers(forwarded.response.headers, call.redactor)
         if stream:
             native = MessagesPassthrough(provider=call.provider, field=field, redact=call.redactor)
             meta = call_metadata(call, forwarded)
@@ -181,6 +172,6 @@ async def handle_count_tokens(
         usage=None,
         cost=Decimal(0),
         priced=True,
-        extra_headers=_anthropic_headers(forwarded.response.headers),
+        extra_headers=relay_headers(forwarded.response.headers, call.redactor),
         data_is_raw=True,
     )
