@@ -4,7 +4,8 @@ Served at ``{prefix}/byok/openapi.json`` without authentication: it describes ro
 that are public in the package anyway and holds no tenant data, and client generators and
 schema-driven test tools need it before they hold a key. The routes it describes all require the
 gateway key (``bearerAuth``). The proxy routes follow OpenAI's own published specification and
-are not repeated here.
+are not repeated here; the dashboard page and this document are not JSON APIs. Every other
+``/byok/...`` route of the router is here (``tests/test_first_hour.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _MODELS: tuple[tuple[type[BaseModel], Literal["validation", "serialization"]], .
 _ERRORS = {
     "400": "Malformed JSON, a body that is not an object, or nothing to update",
     "401": "Missing or invalid gateway API key (the same answer whatever the reason)",
+    "409": "The request was scored already",
     "413": "The body exceeds the configured limit",
     "422": "A field failed validation; `param` names it",
     "431": "The request headers are too large",
@@ -82,6 +84,124 @@ _USAGE_QUERY = [
     {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
     {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": list(GROUP_BY)}},
 ]
+
+
+_PRICE = {
+    "type": ["number", "null"],
+    "description": "The provider's list price in USD of a reference call of 1,000,000 input "
+    "plus 1,000,000 output tokens (for comparing providers); null where no price is known",
+}
+_ROUTE_VIEW = {
+    "type": "object",
+    "description": "For a named model: the providers that serve it, the key that would serve "
+    "the call now and the verdict on each of the caller's keys; for model=auto, the auto "
+    "router's scored candidates instead",
+    "properties": {
+        "object": {"type": "string"},
+        "model": {"type": "string"},
+        "providers": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "provider": {"type": "string"},
+                    "model": {"type": "string"},
+                    "reference_price_usd": _PRICE,
+                },
+            },
+        },
+        "would_use": {"type": ["object", "null"]},
+        "candidates": {"type": "array", "items": {"type": "object"}},
+        "keys": {"type": "array", "items": {"type": "object"}},
+        "platform_fallback": {"type": "object"},
+        "error": {"type": "object", "description": "Why no key would serve the call now"},
+    },
+}
+_ROUTE_QUERY = [
+    {
+        "name": "model",
+        "in": "query",
+        "description": "provider/model, a bare model name, or auto (auto:cheap, auto:best)",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "cost_weight",
+        "in": "query",
+        "description": "For model=auto: 0 (quality only) to 1 (cost only)",
+        "schema": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+]
+_FEEDBACK = {
+    "type": "object",
+    "required": ["request_id", "score"],
+    "properties": {
+        "request_id": {"type": "string", "description": "x-byok-request-id of an auto call"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+_FEEDBACK_VIEW = {
+    "type": "object",
+    "properties": {
+        "object": {"const": "byok.feedback"},
+        "request_id": {"type": "string"},
+        "model": {"type": "string"},
+        "score": {"type": "number"},
+    },
+}
+
+
+def _inline(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _management_extras() -> dict[str, Any]:
+    """The routes whose shapes are plain dicts rather than pydantic models."""
+    route = {
+        "200": _inline(_ROUTE_VIEW, "The plan; nothing is called upstream"),
+        **_errors("400", "401"),
+    }
+    return {
+        "/byok/providers/{id}/verify": {
+            "post": _operation(
+                "Check a key with a cheap upstream call (list models) and update its status",
+                {"200": _json("KeyView", "The key, its status updated"), **_errors("401", "404")},
+                parameters=[_ID],
+            ),
+        },
+        "/byok/route": {
+            "get": _operation(
+                "Dry run: which key would serve a model now, and why",
+                route,
+                parameters=_ROUTE_QUERY,
+            ),
+            "post": {
+                **_operation(
+                    "Dry run for model=auto with a sample request body",
+                    route,
+                    parameters=_ROUTE_QUERY,
+                ),
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            },
+        },
+        "/byok/feedback": {
+            "post": {
+                **_operation(
+                    "Score a request that model=auto routed (the router learns from it)",
+                    {
+                        "200": _inline(_FEEDBACK_VIEW, "The score, recorded"),
+                        **_errors("400", "401", "404", "409"),
+                    },
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _FEEDBACK}},
+                },
+            },
+        },
+    }
 
 
 def build_openapi(prefix: str = "/v1") -> dict[str, Any]:
@@ -130,6 +250,7 @@ def build_openapi(prefix: str = "/v1") -> dict[str, Any]:
             ),
         },
     }
+    paths.update(_management_extras())
     for item in paths.values():
         for operation in item.values():
             operation["responses"].update(_errors("431"))

@@ -33,8 +33,12 @@ def test_management_api_conforms_to_its_document(gateway: Gateway) -> None:
         def set(self, case: Any, data: str, context: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
+    # The dry run and feedback take free-form model names and sample bodies that a schema cannot
+    # pin down (an unknown model is a 400); tests/test_first_hour.py checks they are documented.
+    free_form = {"/byok/route", "/byok/feedback"}
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 7
+    operations = [operation for operation in operations if operation.path not in free_form]
+    assert len(operations) == 8
     for operation in operations:
 
         @EXAMPLES
