@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from byok_middleware.asgi import dumps, loads
 from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.anthropic import to_openai_usage
+from byok_middleware.providers.responses_stream import ResponsesStreamTranslator
 from byok_middleware.proxy.rewriters import ChunkSource
 from byok_middleware.proxy.sse import encode_event, parse_event
 
@@ -58,43 +59,97 @@ def _encode(name: str, data: dict[str, Any], redact: Redact | None = None) -> by
     return encode_event(text, event=name)
 
 
-def _response_failed(
-    response: Mapping[str, Any], error: Mapping[str, Any], sequence: int, field: str, meta: Any
-) -> Frame:
-    """A ``response.failed`` event for a stream the upstream broke off."""
-    failed = {
-        **response,
-        "status": "failed",
-        "error": {"code": "server_error", "message": str(error.get("message") or "")},
-        field: meta,
-    }
-    return "response.failed", {
-        "type": "response.failed",
-        "sequence_number": sequence,
-        "response": failed,
-    }
-
-
-def _message_error(error: Mapping[str, Any], field: str, meta: Any) -> Frame:
-    body = {"type": "api_error", "message": str(error.get("message") or "")}
-    return "error", {"type": "error", "error": body, field: meta}
-
-
-class _Translated:
-    """Chat chunks from ``source`` through ``translator``; ending events held (see module)."""
+class _Endings:
+    """What both kinds share: the held ending events, stamped and sent last (see module)."""
 
     _ends: frozenset[str] = frozenset()
+
+    def __init__(self, *, field: str, redact: Redact) -> None:
+        self._field = field
+        self._redact = redact
+        self._held: list[Frame] = []
+        self.error_type: str | None = None
+
+    @property
+    def _failed(self) -> bool:
+        """Whether the upstream's own failure event is among the held ones."""
+        return self.error_type == "upstream_stream_error"
+
+    def _release(self, metadata: dict[str, Any]) -> list[bytes]:
+        held, self._held = self._held, []
+        for name, data in held:
+            self._stamp(name, data, metadata)
+        return [_encode(name, data, self._redact) for name, data in held]
+
+    def abort(self, error: dict[str, Any], metadata: dict[str, Any]) -> list[bytes]:
+        if self._failed:
+            return self._release(metadata)  # the upstream's own failure event ends it
+        return [*self._release(metadata), _encode(*self._failure(error, metadata))]
+
+    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
+        raise NotImplementedError
+
+
+class _ResponsesEndings(_Endings):
+    """Responses: the metadata under ``response``; ``on_response`` gets a finished response."""
+
+    _ends = _RESPONSE_ENDS
+    _on_response: OnResponse | None = None
+    _patch: Callable[[dict[str, Any]], None] | None = None
+
+    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        response = data.get("response")
+        if not isinstance(response, dict):
+            return
+        if self._patch is not None:
+            self._patch(response)
+        response[self._field] = metadata
+        if name != "response.failed" and self._on_response is not None:
+            self._on_response(response)
+
+    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
+        envelope, sequence = self._so_far()
+        failed = {
+            **envelope,
+            "status": "failed",
+            "error": {"code": "server_error", "message": str(error.get("message") or "")},
+            self._field: metadata,
+        }
+        data = {"type": "response.failed", "sequence_number": sequence, "response": failed}
+        return "response.failed", data
+
+    def _so_far(self) -> tuple[dict[str, Any], int]:
+        """The response object as it stands, and the next sequence number."""
+        raise NotImplementedError
+
+
+class _MessagesEndings(_Endings):
+    """Messages: the metadata on ``message_delta`` (and on an ``error`` event)."""
+
+    _ends = _MESSAGE_ENDS
+
+    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        if name != "message_stop":
+            data[self._field] = metadata
+
+    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
+        body = {"type": "api_error", "message": str(error.get("message") or "")}
+        return "error", {"type": "error", "error": body, self._field: metadata}
+
+
+class _Translated(_Endings):
+    """Chat chunks from ``source`` through ``translator``."""
 
     def __init__(
         self, source: ChunkSource, translator: FrameTranslator, *, field: str, redact: Redact
     ) -> None:
+        super().__init__(field=field, redact=redact)
         self._source = source
         self._translator = translator
-        self._field = field
-        self._redact = redact
-        self._held: list[Frame] = []
         self._sequence = 0
-        self.error_type: str | None = None
 
     @property
     def usage(self) -> Usage | None:
@@ -128,12 +183,6 @@ class _Translated:
             self.error_type = "upstream_stream_error"
         return out
 
-    def _release(self, metadata: dict[str, Any]) -> list[bytes]:
-        held, self._held = self._held, []
-        for name, data in held:
-            self._stamp(name, data, metadata)
-        return [_encode(name, data, self._redact) for name, data in held]
-
     def finish(self, metadata: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
         for chunk in self._source.final_chunks():  # the usage chunk a source kept back
@@ -141,75 +190,41 @@ class _Translated:
         out += self._frames(self._translator.finish())
         return out + self._release(metadata)
 
-    def abort(self, error: dict[str, Any], metadata: dict[str, Any]) -> list[bytes]:
-        if self._translator.failed:
-            return self._release(metadata)  # the translator's own failure event
-        return [*self._release(metadata), _encode(*self._failure(error, metadata))]
 
-    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
-        raise NotImplementedError
-
-
-class ResponsesTranslated(_Translated):
+class ResponsesTranslated(_ResponsesEndings, _Translated):
     """A chat stream as Responses events; ``on_response`` gets the final response object."""
-
-    _ends = _RESPONSE_ENDS
 
     def __init__(
         self,
         source: ChunkSource,
-        translator: Any,
+        translator: ResponsesStreamTranslator,
         *,
         field: str,
         redact: Redact,
         on_response: OnResponse | None = None,
     ) -> None:
         super().__init__(source, translator, field=field, redact=redact)
+        self._responses = translator
         self._on_response = on_response
 
-    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        response = data.get("response")
-        if isinstance(response, dict):
-            response[self._field] = metadata
-            if name != "response.failed" and self._on_response is not None:
-                self._on_response(response)
-
-    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
-        response = self._translator.response  # type: ignore[attr-defined]
-        return _response_failed(response, error, self._sequence, self._field, metadata)
+    def _so_far(self) -> tuple[dict[str, Any], int]:
+        return self._responses.response, self._sequence
 
 
-class MessagesTranslated(_Translated):
+class MessagesTranslated(_MessagesEndings, _Translated):
     """A chat stream as Anthropic Messages events."""
 
-    _ends = _MESSAGE_ENDS
 
-    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        if name != "message_stop":
-            data[self._field] = metadata
-
-    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
-        return _message_error(error, self._field, metadata)
-
-
-class _Native:
+class _Native(_Endings):
     """A stream already in the client's dialect: events pass byte for byte, endings held."""
 
-    _ends: frozenset[str] = frozenset()
-
     def __init__(self, *, provider: str, field: str, redact: Redact) -> None:
+        super().__init__(field=field, redact=redact)
         self._provider = provider
-        self._field = field
-        self._redact = redact
-        self._held: list[Frame] = []
         self._events = 0
         self.usage: Usage | None = None
         self.completed = False
         self.done = False
-        self.error_type: str | None = None
 
     def feed(self, raw: bytes) -> list[bytes]:
         event = parse_event(raw)
@@ -228,6 +243,9 @@ class _Native:
             return []
         return [raw]
 
+    def finish(self, metadata: dict[str, Any]) -> list[bytes]:
+        return self._release(metadata)
+
     def _wants(self, name: str) -> bool:
         """Whether a passed-through event must be read too (usage, the envelope)."""
         return False
@@ -235,29 +253,10 @@ class _Native:
     def _read(self, name: str, data: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _release(self, metadata: dict[str, Any]) -> list[bytes]:
-        held, self._held = self._held, []
-        for name, data in held:
-            self._stamp(name, data, metadata)
-        return [_encode(name, data, self._redact) for name, data in held]
 
-    def finish(self, metadata: dict[str, Any]) -> list[bytes]:
-        return self._release(metadata)
-
-    def abort(self, error: dict[str, Any], metadata: dict[str, Any]) -> list[bytes]:
-        if self.error_type == "upstream_stream_error":
-            return self._release(metadata)
-        return [*self._release(metadata), _encode(*self._failure(error, metadata))]
-
-    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
-        raise NotImplementedError
-
-
-class ResponsesPassthrough(_Native):
-    """OpenAI's own ``/responses`` stream; usage from the final response object."""
+class ResponsesPassthrough(_ResponsesEndings, _Native):
+    """OpenAI's own ``/responses`` stream; usage from the final response object. ``patch``
+    amends the final response before it is sent."""
 
     _ends = _RESPONSE_ENDS | {"error"}
 
@@ -289,25 +288,13 @@ class ResponsesPassthrough(_Native):
             self.error_type = "upstream_stream_error"
             self.done = True
 
-    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        response = data.get("response")
-        if not isinstance(response, dict):
-            return
-        if self._patch is not None:
-            self._patch(response)
-        response[self._field] = metadata
-        if name != "response.failed" and self._on_response is not None:
-            self._on_response(response)
-
-    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
-        return _response_failed(self._envelope, error, self._events, self._field, metadata)
+    def _so_far(self) -> tuple[dict[str, Any], int]:
+        return self._envelope, self._events
 
 
-class MessagesPassthrough(_Native):
+class MessagesPassthrough(_MessagesEndings, _Native):
     """Anthropic's own ``/v1/messages`` stream; usage from ``message_start`` and
     ``message_delta`` (whose counts are cumulative)."""
-
-    _ends = _MESSAGE_ENDS
 
     def __init__(self, *, provider: str, field: str, redact: Redact) -> None:
         super().__init__(provider=provider, field=field, redact=redact)
@@ -332,10 +319,3 @@ class MessagesPassthrough(_Native):
         if isinstance(usage, dict):
             self._usage.update({k: v for k, v in usage.items() if v is not None})
             self.usage = usage_from_openai(to_openai_usage(self._usage), provider=self._provider)
-
-    def _stamp(self, name: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        if name != "message_stop":
-            data[self._field] = metadata
-
-    def _failure(self, error: dict[str, Any], metadata: dict[str, Any]) -> Frame:
-        return _message_error(error, self._field, metadata)
