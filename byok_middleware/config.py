@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from byok_middleware.cache.settings import CacheSettings
 from byok_middleware.crypto import Keyring, keyring_entries
 from byok_middleware.errors import ConfigurationError
 from byok_middleware.providers.specs import PROVIDERS
@@ -79,6 +80,8 @@ class BYOKConfig:
     # (tests); the share of decisions that explore among the near-best candidates.
     auto_route_seed: int | None = None
     auto_route_explore: float = 0.05
+    # The response cache (README "Response cache"): read from BYOK_CACHE and BYOK_CACHE_*.
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prefix", _clean_prefix(self.prefix))
@@ -136,7 +139,7 @@ class BYOKConfig:
         values: dict[str, Any] = {}
         for f in fields(cls):
             name = "BYOK_" + f.name.upper()
-            if f.name in ("platform_keys", "base_urls") or name not in env:
+            if f.name in ("platform_keys", "base_urls", "cache") or name not in env:
                 continue
             raw = env[name]
             if f.type in ("bool", bool):
@@ -147,6 +150,7 @@ class BYOKConfig:
                 values[f.name] = _parse_number(name, raw, float)
             else:
                 values[f.name] = raw
+        values["cache"] = CacheSettings.from_env(env)
         values["platform_keys"] = {
             p: env[f"BYOK_PLATFORM_KEY_{p.upper()}"]
             for p in PROVIDERS

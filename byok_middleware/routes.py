@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from byok_middleware.admin import handle_admin
 from byok_middleware.asgi import json_body, send_json
+from byok_middleware.cache import CacheControl
 from byok_middleware.dashboard import handle_dashboard
 from byok_middleware.errors import BYOKError
 from byok_middleware.gateway import Call, Gateway
@@ -15,6 +16,7 @@ from byok_middleware.keys.routes import handle_providers, handle_usage
 from byok_middleware.keys.schemas import key_view
 from byok_middleware.keys.verify import verify_key
 from byok_middleware.openapi import handle_openapi
+from byok_middleware.proxy.cached import cache_control, clear_cache
 from byok_middleware.proxy.chat import handle_chat
 from byok_middleware.proxy.dry_run import dry_run
 from byok_middleware.proxy.embeddings import EMBEDDINGS
@@ -65,7 +67,14 @@ async def _chat(gateway: Gateway, incoming: Incoming) -> None:
     call = new_call(incoming, "/chat/completions")
     try:
         await route_auto(gateway, call, body, incoming.scope)  # model "auto" chooses here
-        await handle_chat(gateway, call, body, incoming.receive, incoming.send)
+        await handle_chat(
+            gateway,
+            call,
+            body,
+            incoming.receive,
+            incoming.send,
+            cache_control=cache_control(incoming.scope),
+        )
     except BYOKError as exc:
         record_failure(gateway, call, exc)
         raise
@@ -78,7 +87,8 @@ EndpointHandler = Callable[[Gateway, Call, Incoming], Awaitable[None]]
 def _json_endpoint(spec: JsonEndpoint) -> EndpointHandler:
     async def handle(gateway: Gateway, call: Call, incoming: Incoming) -> None:
         body = await json_body(incoming.receive, gateway.config.max_body_bytes)
-        await run_json(spec, gateway, call, body, incoming.send)
+        control = cache_control(incoming.scope) if spec.cacheable else CacheControl.DEFAULT
+        await run_json(spec, gateway, call, body, incoming.send, cache_control=control)
 
     return handle
 
@@ -192,6 +202,7 @@ def build_router(*, dashboard: bool = True, admin: bool = False) -> Router:
     # model "auto": its dry run with a sample body, and feedback (proxy/feedback.py).
     router.add("/byok/route", Route({"GET": _route, "POST": _route}))
     router.add("/byok/feedback", Route({"POST": handle_feedback}))
+    router.add("/byok/cache", Route({"DELETE": clear_cache}))
     if dashboard:
         router.add("/byok/dashboard", Route({"GET": handle_dashboard}, authenticated=False))
     # The document holds no tenant data; see byok_middleware.openapi for why it is public.

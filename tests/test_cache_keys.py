@@ -240,14 +240,18 @@ META = {"cache_hit": True, "request_id": "req-2", "cost_usd": 0.0}
 
 @pytest.mark.parametrize("include_usage", [False, True])
 def test_replay_parses_as_openai_chunks_and_reassembles(include_usage: bool) -> None:
-    """Replayed events are ChatCompletionChunks; usage only when asked; metadata last."""
+    """Replayed events are ChatCompletionChunks; usage only when asked; the metadata on the
+    finish chunk (and on the usage chunk, last, when asked)."""
     original = completion()
     parsed = chunks(replay_as_sse(entry_of(original), include_usage, "xantly_metadata", META))
     models = [ChatCompletionChunk.model_validate(chunk) for chunk in parsed]
     assert models[0].choices[0].delta.role == "assistant"
     assert "".join(m.choices[0].delta.content or "" for m in models if m.choices) == "Paris."
     assert [m.choices[0].finish_reason for m in models if m.choices][-1] == "stop"
-    assert parsed[-1]["xantly_metadata"] == META and parsed[-1]["choices"] == []
+    assert parsed[-1]["xantly_metadata"] == META
+    finish = [chunk for chunk in parsed if chunk["choices"]][-1]
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert finish["xantly_metadata"] == META
     with_usage = [chunk for chunk in parsed if chunk.get("usage")]
     if include_usage:
         assert with_usage == [parsed[-1]] and models[-1].usage is not None

@@ -169,9 +169,10 @@ def replay_as_sse(
 ) -> list[bytes]:
     """A stored chat completion as the SSE events of a stream, ``data: [DONE]`` last.
 
-    Every chunk has the stored ``id``, ``created`` and ``model``; the usage appears only with
-    ``include_usage`` and then, as in a relayed upstream stream, in the last event before
-    ``[DONE]``, which also carries ``metadata`` under ``metadata_field``.
+    Every chunk has the stored ``id``, ``created`` and ``model``. As in a relayed upstream
+    stream, the metadata (under ``metadata_field``) rides on the last chunk that has choices
+    (the one with ``finish_reason``), so a plain ``choices[0]`` loop reads it; with
+    ``include_usage`` a usage-only chunk (``choices: []``) follows, carrying the metadata too.
     """
     response = entry.response
     head: dict[str, Any] = {
@@ -184,15 +185,17 @@ def replay_as_sse(
         head["system_fingerprint"] = response["system_fingerprint"]
     if include_usage:
         head["usage"] = None  # OpenAI sends a null usage on every chunk when asked for it
-    events = [
-        _event({**head, "choices": [delta]})
+    chunks = [
+        {**head, "choices": [delta]}
         for choice in response.get("choices") or ()
         for delta in _choice_deltas(choice)
     ]
-    final: dict[str, Any] = {**head, "choices": []}
+    if chunks:
+        chunks[-1][metadata_field] = dict(metadata)
     if include_usage:
-        final["usage"] = response.get("usage")
-    final[metadata_field] = dict(metadata)
-    events.append(_event(final))
+        final: dict[str, Any] = {**head, "choices": [], "usage": response.get("usage")}
+        final[metadata_field] = dict(metadata)
+        chunks.append(final)
+    events = [_event(chunk) for chunk in chunks]
     events.append(DONE_EVENT)
     return events

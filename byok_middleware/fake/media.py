@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
+import re
 import struct
 from typing import Any, Final
 
@@ -48,6 +50,55 @@ def embedding_vector(item: Any, dim: int = EMBEDDING_DIM) -> list[float]:
     return [struct.unpack("<f", struct.pack("<f", value))[0] for value in values]
 
 
+_STOP_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "can",
+        "could",
+        "do",
+        "does",
+        "for",
+        "give",
+        "i",
+        "is",
+        "it",
+        "me",
+        "of",
+        "on",
+        "please",
+        "tell",
+        "the",
+        "to",
+        "what",
+        "whats",
+        "which",
+        "who",
+        "why",
+        "you",
+        "your",
+    ]
+)
+
+
+def bag_of_words_vector(item: Any, dim: int = EMBEDDING_DIM) -> list[float]:
+    """A unit vector of the content words of ``item`` (each word hashed to a signed dimension):
+    texts that share their content words are close, others are not. Models named with
+    ``bag-of-words`` answer with these, so semantic-cache tests get paraphrases that match."""
+    words = re.findall(r"[a-z0-9]+", str(item).lower())
+    vector = [0.0] * dim
+    for word in words:
+        if word in _STOP_WORDS:
+            continue
+        digest = hashlib.sha256(word.encode()).digest()
+        index = int.from_bytes(digest[:4], "big") % dim
+        vector[index] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [struct.unpack("<f", struct.pack("<f", v / norm))[0] for v in vector]
+
+
 def encode_base64(vector: list[float]) -> str:
     """A vector as base64 of little-endian float32, as OpenAI sends with encoding_format=base64."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
@@ -68,7 +119,8 @@ def embeddings(call: Call) -> Reply:
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     for index, item in enumerate(inputs):
-        vector = embedding_vector(item, dim)
+        embed = bag_of_words_vector if "bag-of-words" in model else embedding_vector
+        vector = embed(item, dim)
         encoded: Any = encode_base64(vector) if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": encoded})
     tokens = max(1, word_count(inputs))

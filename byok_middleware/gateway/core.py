@@ -27,12 +27,14 @@ from typing import Unpack
 
 import httpx
 
+from byok_middleware.cache import CacheMode, ResponseCache
 from byok_middleware.clock import utcnow
 from byok_middleware.config import BYOKConfig
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, ConfigurationError, UnsupportedEndpoint
 from byok_middleware.gateway.autorouting import AutoRouting, is_auto
 from byok_middleware.gateway.budgets import BudgetBackend, MemoryBudgets
+from byok_middleware.gateway.caching import CacheStep, cache_backend
 from byok_middleware.gateway.calls import (
     BuildRequest,
     Call,
@@ -210,6 +212,19 @@ class Gateway:
         self.auto = AutoRouting(
             self, seed=config.auto_route_seed, explore_rate=config.auto_route_explore
         )
+        # The response cache (gateway/caching.py): looked up before planning, so a hit pays
+        # nothing and never changes which key would pay for a miss. None when it is off.
+        self.cache: CacheStep | None = None
+        if config.cache.mode is not CacheMode.OFF:
+            backend = cache_backend(config.database_url, config.cache.max_bytes)
+            response_cache = ResponseCache(
+                backend,
+                self.keyring,
+                config.cache,
+                clock=clock,
+                metadata_field=config.metadata_field,
+            )
+            self.cache = CacheStep(self, response_cache)
 
     def __repr__(self) -> str:
         return f"Gateway(prefix={self.config.prefix!r}, store={type(self.store).__name__})"
@@ -252,6 +267,8 @@ class Gateway:
                 f"the ledger journal cannot be opened ({exc.strerror or exc}); set "
                 "BYOK_JOURNAL_DIR to a writable folder (or 'off' to run without one)"
             ) from None
+        if self.cache is not None:
+            await self.cache.cache.open()
         if isinstance(self.prices, GenaiPrices):
             # Load the price data now (tens of ms, in a thread), not in the first request.
             await asyncio.to_thread(self._warm_prices)
@@ -286,6 +303,8 @@ class Gateway:
             self._client = None
             self._failover = None
         await self.auto.close()
+        if self.cache is not None:
+            await self.cache.cache.close()
         await self.store.close()
 
     def route_model(self, call: Call, model: object, endpoint: Endpoint | None = None) -> None:

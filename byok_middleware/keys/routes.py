@@ -114,6 +114,8 @@ def _total_view(total: UsageTotal) -> dict[str, Any]:
         "completion_tokens": total.completion_tokens,
         "cost_usd": float(total.cost_usd),
         "unpriced_requests": total.unpriced_requests,
+        "cache_hits": total.cache_hits,
+        "saved_usd": float(total.saved_usd),
     }
 
 

@@ -12,12 +12,14 @@ import time
 from typing import Any
 
 from byok_middleware.asgi import Receive, Send, dumps
+from byok_middleware.cache import CacheControl, CacheMode, status_header
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.gateway.calls import Candidate
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers import anthropic
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
+from byok_middleware.proxy.cached import CacheTap, cache_header, serve_hit
 from byok_middleware.proxy.pipeline import JSON_HEADERS, answer, call_metadata, read_json
 from byok_middleware.proxy.relay import relay_stream
 from byok_middleware.proxy.rewriters import (
@@ -68,12 +70,28 @@ def _rate_limit_headers(headers: Any) -> list[tuple[bytes, bytes]]:
 
 
 async def handle_chat(
-    gateway: Gateway, call: Call, body: dict[str, Any], receive: Receive, send: Send
+    gateway: Gateway,
+    call: Call,
+    body: dict[str, Any],
+    receive: Receive,
+    send: Send,
+    *,
+    cache_control: CacheControl = CacheControl.DEFAULT,
 ) -> None:
     gateway.route_model(call, body.get("model"))
     validate_chat(body)
     stream = body.get("stream") is True
     include_usage = client_wants_usage(body)
+    # The cache answers before any key is chosen: a hit pays nothing and uses no budget.
+    mode = CacheMode.OFF
+    if gateway.cache is not None:
+        hit, mode = await gateway.cache.lookup(call, body, cache_control, "chat")
+        if hit is not None:
+            await serve_hit(gateway, call, hit, send, stream=stream, include_usage=include_usage)
+            return
+    also = cache_header(status_header(mode, cache_control, hit=False))
+    keep = mode is not CacheMode.OFF and cache_control.store
+    routed = (call.provider, call.model)  # the entry's key, as the lookup saw the request
     native = PROVIDERS[call.provider].wire is WireFormat.ANTHROPIC
     json_mode = native and anthropic.uses_json_tool(body)
     payloads: dict[str, bytes] = {}
@@ -115,17 +133,22 @@ async def handle_chat(
                 include_usage=include_usage,
                 redact=call.redactor,
             )
+        tap = CacheTap(rewriter, field) if keep else None
         meta = call_metadata(call, forwarded)
         await relay_stream(
             gateway,
             call,
             forwarded,
             meta,
-            rewriter,
+            tap or rewriter,
             receive=receive,
             send=send,
-            extra_headers=headers,
+            extra_headers=(headers or []) + also,
         )
+        if tap is not None and gateway.cache is not None:
+            await gateway.cache.store(
+                call, body, tap.answer(), cost=meta.cost_usd, mode=mode, kind="chat", routed=routed
+            )
         return
     raw, data = await read_json(forwarded)
     if native:
@@ -136,6 +159,8 @@ async def handle_chat(
             json_mode=json_mode,
         )
     usage = usage_from_openai(data.get("usage"), provider=call.provider)
+    cost = gateway.cost(call, usage)
+    stored = {k: v for k, v in data.items()} if keep else None  # before the metadata goes in
     await answer(
         gateway,
         call,
@@ -144,6 +169,13 @@ async def handle_chat(
         raw=raw,
         data=data,
         usage=usage,
+        cost=cost,
+        priced=True,
         extra_headers=headers,
+        also=also,
         data_is_raw=not native,
     )
+    if stored is not None and gateway.cache is not None:
+        await gateway.cache.store(
+            call, body, stored, cost=cost, mode=mode, kind="chat", routed=routed
+        )

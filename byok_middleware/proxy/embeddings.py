@@ -105,5 +105,5 @@ def _rewrite(body: dict[str, Any], data: dict[str, Any], call: Call) -> bool:
 
 
 EMBEDDINGS = JsonEndpoint(
-    Endpoint.EMBEDDINGS, validate=_validate, payload=_payload, rewrite=_rewrite
+    Endpoint.EMBEDDINGS, validate=_validate, payload=_payload, rewrite=_rewrite, cacheable=True
 )

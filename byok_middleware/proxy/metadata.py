@@ -25,6 +25,7 @@ class CallMetadata:
     cost_usd: Decimal | None = None
     cache_hit: bool = False
     route_reason: str | None = None  # model "auto" only: why it chose this model
+    cost_source: str | None = None  # price_table | operator | unpriced (README "Controlling spend")
 
     def as_dict(self) -> dict[str, Any]:
         found = {
@@ -37,6 +38,8 @@ class CallMetadata:
             "request_id": self.request_id,
             "attempts": self.attempts,
         }
+        if self.cost_source is not None:
+            found["cost_source"] = self.cost_source
         if self.route_reason is not None:
             found["routed"] = "auto"
             found["route_reason"] = self.route_reason

@@ -13,7 +13,7 @@ body before ``run_json`` and translate the answer back in ``rewrite``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,11 +21,14 @@ from typing import Any
 import httpx
 
 from byok_middleware.asgi import Send, dumps, loads, send_bytes
+from byok_middleware.cache import CacheControl, CacheMode, status_header
 from byok_middleware.errors import InvalidRequest, UpstreamUnavailable
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.gateway.calls import Candidate
+from byok_middleware.gateway.headers import relay_headers
 from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import Endpoint
+from byok_middleware.proxy.cached import cache_header, serve_hit
 from byok_middleware.proxy.metadata import CallMetadata
 
 __all__ = [
@@ -34,14 +37,11 @@ __all__ = [
     "answer",
     "call_metadata",
     "optional_str",
-    "passthrough_headers",
     "read_json",
     "run_json",
 ]
 
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
-
-_PASSTHROUGH = ("x-ratelimit-", "retry-after", "openai-processing-ms", "x-request-id")
 
 
 def optional_str(body: dict[str, Any], name: str) -> str | None:
@@ -50,15 +50,6 @@ def optional_str(body: dict[str, Any], name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise InvalidRequest(f"'{name}' must be a string", param=name)
-
-
-def passthrough_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    """Upstream headers that help clients back off (rate limits), never hop-by-hop ones."""
-    return [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in headers.items()
-        if k.startswith(_PASSTHROUGH)
-    ]
 
 
 def call_metadata(call: Call, forwarded: Forwarded) -> CallMetadata:
@@ -122,6 +113,7 @@ async def answer(
     cost: Decimal | None = None,
     priced: bool = False,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
+    also: list[tuple[bytes, bytes]] | None = None,
     data_is_raw: bool = False,
 ) -> None:
     """Price the call, record its ledger row, and send the answer with the metadata.
@@ -129,9 +121,9 @@ async def answer(
     ``cost`` with ``priced=True`` overrides the list price of ``usage``. A JSON object (``data``)
     gets the metadata object under ``config.metadata_field``; any other body (plain-text
     transcripts) is sent byte for byte and carries the metadata in the ``x-byok-*`` headers only.
-    ``extra_headers`` replace the default pass-through of upstream rate-limit headers.
-    ``data_is_raw`` says ``data`` is ``raw`` parsed and unchanged, so the metadata is spliced onto
-    the bytes instead of serialising the whole answer again.
+    ``extra_headers`` replace the default allow-listed upstream headers; ``also`` are added to
+    them (the cache's status). ``data_is_raw`` says ``data`` is ``raw`` parsed and unchanged, so
+    the metadata is spliced onto the bytes instead of serialising the whole answer again.
     """
     now = gateway.clock()  # one reading prices the call and dates its ledger row
     if call.route_reason is not None:
@@ -141,6 +133,7 @@ async def answer(
     response = forwarded.response
     meta = call_metadata(call, forwarded)
     meta.cost_usd = cost
+    meta.cost_source = gateway.cost_source(call, cost)
     gateway.record(
         call,
         candidate=forwarded.candidate,
@@ -157,14 +150,17 @@ async def answer(
             spliced = dumps(data)
         raw = spliced
     if extra_headers is None:
-        extra_headers = passthrough_headers(response.headers)
+        # An allow-list, each value checked and redacted (gateway/headers.py).
+        extra_headers = relay_headers(response.headers, call.redactor)
+    # After record: a budget's remaining figure is settled at the real cost by then.
+    headers = meta.headers(with_cost=True) + extra_headers + gateway.budget_headers(call)
     content_type = response.headers.get("content-type", "application/json")
     await send_bytes(
         send,
         response.status_code,
         raw,
         content_type=content_type.encode("latin-1"),
-        extra_raw=meta.headers(with_cost=True) + extra_headers,
+        extra_raw=headers + (also or []),
     )
 
 
@@ -190,7 +186,8 @@ class JsonEndpoint:
     * ``usage(body, data, call)``: what to price, from the request and the upstream answer;
     * ``rewrite(body, data, call)``: optional changes to the answer; True when it changed it;
     * ``default_model(gateway, call)``: sets provider and model when the body names none;
-    * ``free``: a call the price data does not know costs 0 (moderations), never null.
+    * ``free``: a call the price data does not know costs 0 (moderations), never null;
+    * ``cacheable``: answers go to the exact response cache (embeddings) when one is on.
     """
 
     endpoint: Endpoint
@@ -200,10 +197,17 @@ class JsonEndpoint:
     rewrite: Callable[[dict[str, Any], dict[str, Any], Call], bool] | None = None
     default_model: Callable[[Gateway, Call], None] = _no_default
     free: bool = False
+    cacheable: bool = False
 
 
 async def run_json(
-    spec: JsonEndpoint, gateway: Gateway, call: Call, body: dict[str, Any], send: Send
+    spec: JsonEndpoint,
+    gateway: Gateway,
+    call: Call,
+    body: dict[str, Any],
+    send: Send,
+    *,
+    cache_control: CacheControl = CacheControl.DEFAULT,
 ) -> None:
     """Serve one JSON endpoint call described by ``spec`` (see the module docstring)."""
     if body.get("model") is None:
@@ -211,6 +215,13 @@ async def run_json(
     else:
         gateway.route_model(call, body.get("model"), spec.endpoint)
     spec.validate(body)
+    mode = CacheMode.OFF
+    if spec.cacheable and gateway.cache is not None:
+        hit, mode = await gateway.cache.lookup(call, body, cache_control, "embeddings")
+        if hit is not None:
+            await serve_hit(gateway, call, hit, send)
+            return
+    routed = (call.provider, call.model)
 
     def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
         return dumps(spec.payload(body, call)), dict(JSON_HEADERS)
@@ -222,6 +233,8 @@ async def run_json(
     cost = gateway.cost(call, usage)
     if spec.free and cost is None:
         cost = Decimal(0)
+    keep = mode is not CacheMode.OFF and cache_control.store
+    stored = dict(data) if keep else None  # before the metadata goes in
     await answer(
         gateway,
         call,
@@ -232,5 +245,10 @@ async def run_json(
         usage=usage,
         cost=cost,
         priced=True,
+        also=cache_header(status_header(mode, cache_control, hit=False)),
         data_is_raw=not changed,
     )
+    if stored is not None and gateway.cache is not None:
+        await gateway.cache.store(
+            call, body, stored, cost=cost, mode=mode, kind="embeddings", routed=routed
+        )

@@ -100,6 +100,7 @@ async def relay_stream(
     def record(status: int) -> None:
         # Priced on the usage known so far: a cut stream is billed for what it used.
         meta.cost_usd = gateway.cost(call, rewriter.usage)
+        meta.cost_source = gateway.cost_source(call, meta.cost_usd)
         gateway.record(
             call,
             candidate=forwarded.candidate,
@@ -112,6 +113,7 @@ async def relay_stream(
 
     async def relay() -> None:
         headers = SSE_HEADERS + meta.headers(with_cost=False) + (extra_headers or [])
+        headers += gateway.budget_headers(call)  # the reservation deducted
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         splitter = SSESplitter()
         try:

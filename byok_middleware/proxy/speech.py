@@ -19,6 +19,7 @@ from byok_middleware.asgi import Receive, Send, dumps, json_body
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.gateway.calls import Candidate
+from byok_middleware.gateway.headers import relay_headers
 from byok_middleware.pricing import Usage
 from byok_middleware.providers.specs import Endpoint
 from byok_middleware.proxy.metadata import CallMetadata
@@ -26,7 +27,6 @@ from byok_middleware.proxy.pipeline import (
     JSON_HEADERS,
     call_metadata,
     optional_str,
-    passthrough_headers,
 )
 from byok_middleware.proxy.relay import run_until_disconnect
 from byok_middleware.router import Incoming
@@ -76,7 +76,7 @@ async def relay_audio(
     response = forwarded.response
     content_type = response.headers.get("content-type", "application/octet-stream")
     headers = [(b"content-type", content_type.encode("latin-1"))]
-    headers += meta.headers(with_cost=True) + passthrough_headers(response.headers)
+    headers += meta.headers(with_cost=True) + relay_headers(response.headers, call.redactor)
     outcome: dict[str, Any] = {"status": 502, "error": "stream_interrupted"}
 
     async def relay() -> None:
