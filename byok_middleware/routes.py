@@ -157,10 +157,12 @@ def _add_dialects(router: Router, catalog: ModelCatalog) -> None:
 
     async def create_response(gateway: Gateway, call: Call, incoming: Incoming) -> None:
         body = await json_body(incoming.receive, gateway.config.max_body_bytes)
+        await route_auto(gateway, call, body, incoming.scope)  # model "auto" chooses here
         await responses.create(gateway, call, body, incoming.receive, incoming.send)
 
     async def messages(gateway: Gateway, call: Call, incoming: Incoming) -> None:
         body = await json_body(incoming.receive, gateway.config.max_body_bytes)
+        await route_auto(gateway, call, body, incoming.scope)
         await handle_messages(gateway, call, body, incoming.scope, incoming.receive, incoming.send)
 
     async def count_tokens(gateway: Gateway, call: Call, incoming: Incoming) -> None:

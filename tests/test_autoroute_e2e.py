@@ -279,3 +279,26 @@ async def test_decisions_are_reproducible_under_a_seed() -> None:
     first, again, other = await choices(3), await choices(3), await choices(4)
     assert first == again
     assert first != other  # exploration happened, differently under another seed
+
+
+def test_auto_also_routes_the_responses_and_messages_dialects(
+    start_gateway: Callable[..., Gateway], fake: FakeUpstream
+) -> None:
+    """``model: "auto"`` on /responses and /messages picks among the tenant's providers too."""
+    gateway = start_gateway(**AUTO)
+    keys(gateway, "acme", groq=1, deepseek=1)
+    with gateway.client("acme") as client:
+        response = client.post("/v1/responses", json={"model": "auto", "input": "Hello"})
+        message = client.post(
+            "/v1/messages",
+            json={
+                "model": "auto:cheap",
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "Hello"}],
+            },
+        )
+    assert response.status_code == 200, response.text
+    assert message.status_code == 200, message.text
+    for meta in (response.json()["xantly_metadata"], message.json()["xantly_metadata"]):
+        assert meta["routed"] == "auto" and meta["provider_used"] in ("groq", "deepseek")
+    assert {r.provider for r in fake.requests} <= {"groq", "deepseek"}
