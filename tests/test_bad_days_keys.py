@@ -73,7 +73,7 @@ def test_an_unopenable_key_without_always_use_falls_back_like_an_invalid_one(
         ("POST", "/v1/chat/completions", {**CHAT, "model": "openai/gpt-4o\u0000"}, 400),
         ("POST", "/v1/chat/completions", {**CHAT, "model": "openai/gpt\n4o"}, 400),
         ("POST", "/v1/byok/providers", {"provider": "openai", "api_key": "sk-x" * 5,
-                                         "label": "a\u0000b"}, 422),
+                                         "label": "a\u0000b"}, 400),
         ("GET", "/v1/byok/providers/key_%00", None, 404),
         ("DELETE", "/v1/byok/providers/key_%0a", None, 404),
         ("POST", "/v1/byok/providers/key_%00/verify", None, 404),

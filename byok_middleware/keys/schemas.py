@@ -122,7 +122,12 @@ class KeyCreate(_Strict):
     api_key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH, pattern=API_KEY_PATTERN)
     is_active: bool = True
     priority: int = Field(default=1, ge=1, le=1000)
-    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH, pattern=LABEL_PATTERN)
+    label: str | None = Field(
+        default=None,
+        max_length=MAX_LABEL_LENGTH,
+        # Documented only: the engine refuses control characters with a 400 (not pydantic's 422).
+        json_schema_extra={"pattern": LABEL_PATTERN},
+    )
     always_use: bool = False
     rpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
     tpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
@@ -177,7 +182,12 @@ class KeyUpdate(_Strict):
     )
     is_active: bool | None = None
     priority: int | None = Field(default=None, ge=1, le=1000)
-    label: str | None = Field(default=None, max_length=MAX_LABEL_LENGTH, pattern=LABEL_PATTERN)
+    label: str | None = Field(
+        default=None,
+        max_length=MAX_LABEL_LENGTH,
+        # Documented only: the engine refuses control characters with a 400 (not pydantic's 422).
+        json_schema_extra={"pattern": LABEL_PATTERN},
+    )
     always_use: bool | None = None
     rpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
     tpm: int | None = Field(default=None, ge=1, le=MAX_RATE_LIMIT)
