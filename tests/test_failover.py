@@ -375,3 +375,29 @@ def test_bare_model_names(
     )
     (received,) = fake.requests_for(provider)
     assert received.api_key == api_key
+
+
+def test_a_json_answer_to_a_stream_request_is_replayed_once(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
+    """An upstream that answers a stream request with one JSON completion is called once and
+    the client still gets a well-formed stream with the metadata."""
+    completion = {
+        "id": "chatcmpl-json",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "In one piece."},
+             "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+    }  # fmt: skip
+    fake.script("openai", Scripted(json=completion))
+    events = stream_chat(gateway)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "In one piece."
+    assert chunks[-1]["xantly_metadata"]["cost_usd"] > 0
+    assert len(fake.requests_for("openai")) == 1

@@ -93,8 +93,14 @@ async def await_first_event(
     then nothing was sent to the client. ``limit`` (seconds, ``BYOK_FIRST_EVENT_TIMEOUT``) bounds
     the whole wait from here: comments (``: keep-alive``) do not reset it, so an upstream that
     only keeps the connection warm fails over. Raises ``EmptyStream``, ``httpx.ReadTimeout`` or the
-    transport's ``httpx`` error (the response is then closed).
+    transport's ``httpx`` error (the response is then closed). A JSON answer is returned as it
+    is: the provider answered in one piece instead of streaming.
     """
+    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type == "application/json":
+        # A whole answer where a stream was asked for: no event will come, and failing over
+        # would pay twice; the relay answers the client from it (proxy/chat.py).
+        return response
     rest = response.aiter_bytes()
     head: list[bytes] = []
     try:

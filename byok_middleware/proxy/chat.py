@@ -21,7 +21,7 @@ from byok_middleware.providers import anthropic
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
 from byok_middleware.proxy.cached import CacheTap, cache_header, serve_hit
 from byok_middleware.proxy.pipeline import JSON_HEADERS, answer, call_metadata, read_json
-from byok_middleware.proxy.relay import relay_stream
+from byok_middleware.proxy.relay import relay_json_as_stream, relay_stream
 from byok_middleware.proxy.rewriters import (
     AnthropicChunks,
     ChatChunkRewriter,
@@ -62,6 +62,10 @@ def validate_chat(body: dict[str, Any]) -> None:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 def _rate_limit_headers(headers: Any) -> list[tuple[bytes, bytes]]:
@@ -108,6 +112,26 @@ async def handle_chat(
 
     forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
     headers = _rate_limit_headers(forwarded.response.headers) if native else None
+    if stream and _is_json(forwarded.response.headers.get("content-type", "")):
+        # The provider answered a stream request in one piece: replay it as a stream.
+        raw, data = await read_json(forwarded)
+        if native:
+            data = anthropic.to_chat_completion(
+                data,
+                model=str(data.get("model") or call.model),
+                created=int(time.time()),
+                json_mode=json_mode,
+            )
+        await relay_json_as_stream(
+            gateway,
+            call,
+            forwarded,
+            data,
+            send=send,
+            include_usage=include_usage,
+            extra_headers=(headers or []) + also,
+        )
+        return
     if stream:
         field = gateway.config.metadata_field
         rewriter: StreamRewriter

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["CallMetadata", "format_cost"]
+from byok_middleware.gateway import Call, Forwarded
+
+__all__ = ["CallMetadata", "call_metadata", "format_cost"]
 
 
 def format_cost(cost: Decimal | None) -> float | None:
@@ -57,3 +59,17 @@ class CallMetadata:
         if with_cost and self.cost_usd is not None:
             raw.append((b"x-byok-cost-usd", format(self.cost_usd.normalize(), "f").encode()))
         return raw
+
+
+def call_metadata(call: Call, forwarded: Forwarded) -> CallMetadata:
+    """The metadata of a call served by ``forwarded.candidate`` (cost filled in later)."""
+    candidate = forwarded.candidate
+    return CallMetadata(
+        call.request_id,
+        candidate.attribution,
+        call.provider,
+        call.model,
+        candidate.key_id,
+        call.attempts,
+        route_reason=call.route_reason,
+    )

@@ -29,7 +29,7 @@ from byok_middleware.gateway.headers import relay_headers
 from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import Endpoint
 from byok_middleware.proxy.cached import cache_header, serve_hit
-from byok_middleware.proxy.metadata import CallMetadata
+from byok_middleware.proxy.metadata import call_metadata
 
 __all__ = [
     "JSON_HEADERS",
@@ -50,20 +50,6 @@ def optional_str(body: dict[str, Any], name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise InvalidRequest(f"'{name}' must be a string", param=name)
-
-
-def call_metadata(call: Call, forwarded: Forwarded) -> CallMetadata:
-    """The metadata of a call served by ``forwarded.candidate`` (cost filled in later)."""
-    candidate = forwarded.candidate
-    return CallMetadata(
-        call.request_id,
-        candidate.attribution,
-        call.provider,
-        call.model,
-        candidate.key_id,
-        call.attempts,
-        route_reason=call.route_reason,
-    )
 
 
 async def read_json(forwarded: Forwarded, *, json_only: bool = True) -> tuple[bytes, Any]:

@@ -20,17 +20,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
 from byok_middleware.asgi import Receive, Send
+from byok_middleware.cache.entry import CacheEntry
+from byok_middleware.cache.stream import replay_as_sse
 from byok_middleware.gateway import Call, Forwarded, Gateway
-from byok_middleware.proxy.metadata import CallMetadata
+from byok_middleware.pricing import usage_from_openai
+from byok_middleware.proxy.metadata import CallMetadata, call_metadata
 from byok_middleware.proxy.rewriters import StreamRewriter
 from byok_middleware.proxy.sse import SSESplitter
 
-__all__ = ["SSE_HEADERS", "relay_stream", "run_until_disconnect", "upstream_error"]
+__all__ = [
+    "SSE_HEADERS",
+    "relay_json_as_stream",
+    "relay_stream",
+    "run_until_disconnect",
+    "upstream_error",
+]
 
 logger = logging.getLogger("byok_middleware.proxy.relay")
 
@@ -124,6 +135,8 @@ async def relay_stream(
                     if rewriter.done:
                         break
                 if frames:
+                    if call.first_byte is None:  # time to first token, for the ledger's ttft_ms
+                        call.first_byte = time.perf_counter()
                     await send(
                         {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
                     )
@@ -165,3 +178,35 @@ async def relay_stream(
     if disconnected and not ending.recorded:
         ending.error_type = "client_disconnected"
         record(499)
+
+
+async def relay_json_as_stream(
+    gateway: Gateway,
+    call: Call,
+    forwarded: Forwarded,
+    completion: dict[str, Any],
+    *,
+    send: Send,
+    include_usage: bool,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answer a stream request whose upstream sent one JSON completion: the same SSE events a
+    stream of it would have had (metadata on the finish chunk, usage if asked, ``[DONE]``),
+    priced and recorded once, with no second upstream call."""
+    usage = usage_from_openai(completion.get("usage"), provider=call.provider)
+    meta = call_metadata(call, forwarded)
+    meta.cost_usd = gateway.cost(call, usage)
+    meta.cost_source = gateway.cost_source(call, meta.cost_usd)
+    entry = CacheEntry("chat", completion, meta.cost_usd, call.provider, call.model, time.time())
+    field = gateway.config.metadata_field
+    events = replay_as_sse(entry, include_usage, field, meta.as_dict())
+    gateway.record(
+        call,
+        candidate=forwarded.candidate,
+        usage=usage,
+        cost=meta.cost_usd,
+        status_code=200,
+    )
+    headers = SSE_HEADERS + meta.headers(with_cost=True) + (extra_headers or [])
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"".join(events), "more_body": False})

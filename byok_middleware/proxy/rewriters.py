@@ -180,8 +180,11 @@ class OpenAIChatPassthrough:
         if payload == DONE:
             self.completed = self.done = True
             return []
-        if _is_error(payload):
-            self.error_type = "upstream_stream_error"
+        if _is_error(payload) or b'"choices"' not in payload:
+            # An error, or a shape no chat chunk has (every chunk, the usage one included, has
+            # "choices"): redacted whatever it looks like. Content chunks skip the scan.
+            if _is_error(payload):
+                self.error_type = "upstream_stream_error"
             return [self._redact(raw.decode("utf-8", "replace")).encode()]
         if not (_has_usage(payload) or _has_finish_reason(payload)):
             out = self._release() if self._held else []

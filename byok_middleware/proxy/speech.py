@@ -72,12 +72,24 @@ async def relay_audio(
     receive: Receive,
     send: Send,
 ) -> None:
-    """Stream the upstream body to the client as it arrives; record the ledger row at the end."""
+    """Stream the upstream body to the client as it arrives; the ledger row is recorded before
+    the last byte (or, for a cut or abandoned answer, once it ended)."""
     response = forwarded.response
     content_type = response.headers.get("content-type", "application/octet-stream")
     headers = [(b"content-type", content_type.encode("latin-1"))]
     headers += meta.headers(with_cost=True) + relay_headers(response.headers, call.redactor)
-    outcome: dict[str, Any] = {"status": 502, "error": "stream_interrupted"}
+    outcome: dict[str, Any] = {"status": 502, "error": "stream_interrupted", "recorded": False}
+
+    def record() -> None:
+        outcome["recorded"] = True
+        gateway.record(
+            call,
+            candidate=forwarded.candidate,
+            usage=usage,
+            cost=meta.cost_usd,
+            status_code=outcome["status"],
+            error_type=outcome["error"],
+        )
 
     async def relay() -> None:
         await send(
@@ -91,19 +103,14 @@ async def relay_audio(
             # server closing the connection mid-body, that its audio is incomplete.
             logger.warning("the %s audio stream broke off (%s)", call.provider, call.request_id)
             return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
         outcome.update(status=response.status_code, error=None)
+        record()  # before the last byte: a completed answer's row survives a crash after it
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     try:
         if await run_until_disconnect(receive, relay()):
             outcome.update(status=499, error="client_disconnected")
     finally:
         await response.aclose()
-        gateway.record(
-            call,
-            candidate=forwarded.candidate,
-            usage=usage,
-            cost=meta.cost_usd,
-            status_code=outcome["status"],
-            error_type=outcome["error"],
-        )
+        if not outcome["recorded"]:
+            record()
