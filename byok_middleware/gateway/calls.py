@@ -87,6 +87,12 @@ class Call:
     candidate: Candidate | None = None  # the last one tried
     route_reason: str | None = None  # set when model "auto" chose the model (autorouting.py)
     hold: Hold | None = None  # the budget reservation of the current attempt (gateway/spend.py)
+    # Telemetry (gateway/observing.py): the observers' token while the request is open (None:
+    # not observed, or already ended), when the first frame of a stream went to the client
+    # (perf_counter), and why the gateway refused the call itself ("budget", "rate_limit", ...).
+    telemetry: object = None
+    first_byte: float | None = None
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
