@@ -68,6 +68,16 @@ class BYOKConfig:
     connect_timeout: float = 10.0
     key_cache_ttl: float = 30.0
     dashboard: bool = True
+    # Telemetry (README "Mission Control and telemetry"): Prometheus metrics (off: the extra
+    # 'telemetry'), with a tenant label (cardinality); traces (a no-op unless the host set up an
+    # OpenTelemetry SDK); the INFO line per request, as text or json; webhooks to private hosts.
+    metrics: bool = False
+    metrics_public: bool = False
+    metrics_tenant_label: bool = False
+    tracing: bool = True
+    request_log: bool = True
+    log_format: str = "text"
+    webhook_allow_private: bool = False
     # The operator API (README "Controlling spend"): off unless set; never shown by repr.
     admin_key: str | None = None
     # Bad days (README "Bad days"): the ledger journal ("off" disables it; None: the default
@@ -98,6 +108,10 @@ class BYOKConfig:
             object.__setattr__(self, name, cleaned)
         if not self.metadata_field.isidentifier():
             raise ConfigurationError("metadata_field must be a plain identifier")
+        if self.log_format not in ("text", "json"):
+            raise ConfigurationError(
+                f"BYOK_LOG_FORMAT must be text or json, not {self.log_format!r}"
+            )
 
     def __repr__(self) -> str:
         shown = []
@@ -200,8 +214,6 @@ _READ_ELSEWHERE = (
     "BYOK_CACHE_MIN_SIMILARITY",
     "BYOK_CACHE_MAX_BYTES",
     "BYOK_CACHE_EMBEDDING_MODEL",
-    "BYOK_METRICS_PUBLIC",
-    "BYOK_WEBHOOK_ALLOW_PRIVATE",
     "BYOK_DEMO_EXIT",
     "BYOK_UPDATE_SCREENSHOTS",
 )

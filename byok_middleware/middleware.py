@@ -62,9 +62,8 @@ class BYOKMiddleware:
             self._failure = str(exc)
             return
         install_log_redaction(self.config.log_secrets())
-        self.router = build_router(
-            dashboard=self.config.dashboard, admin=bool(self.config.admin_key)
-        )
+        telemetry = self.gateway.telemetry
+        self.router = build_router(self.config, metrics=telemetry.registry if telemetry else None)
 
     def __repr__(self) -> str:
         return f"BYOKMiddleware(prefix={self._prefix!r})"

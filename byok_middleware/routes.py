@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any
 
+from byok_middleware import mission
 from byok_middleware.admin import handle_admin
 from byok_middleware.asgi import json_body, send_json
 from byok_middleware.cache import CacheControl
-from byok_middleware.dashboard import handle_dashboard
-from byok_middleware.errors import BYOKError
+from byok_middleware.config import BYOKConfig
+from byok_middleware.errors import BYOKError, NoProviderKey, RateLimited
 from byok_middleware.gateway import Call, Gateway
+from byok_middleware.gateway.budgets import BudgetExceeded
+from byok_middleware.gateway.observing import Telemetry
+from byok_middleware.gateway.spend import UnpricedModel
 from byok_middleware.keys.routes import handle_providers, handle_usage
 from byok_middleware.keys.schemas import key_view
 from byok_middleware.keys.verify import verify_key
@@ -34,23 +41,38 @@ from byok_middleware.router import Handler, Incoming, Route, Router
 __all__ = ["build_router", "new_call"]
 
 
-def new_call(incoming: Incoming, endpoint: str) -> Call:
-    return Call(
+def new_call(
+    incoming: Incoming,
+    endpoint: str,
+    telemetry: Telemetry | None = None,
+    *,
+    model: object = "",
+    stream: bool = False,
+) -> Call:
+    """The call of a request; with ``telemetry`` its observers hear that it started."""
+    call = Call(
         tenant_id=incoming.tenant_id,
         request_id=incoming.request_id,
         endpoint=endpoint,
         started=time.perf_counter(),
     )
+    if telemetry is not None:
+        telemetry.start(call, model=model, stream=stream, headers=incoming.scope["headers"])
+    return call
 
 
 def record_failure(gateway: Gateway, call: Call, exc: BYOKError) -> None:
     """Ledger row and metadata headers for a call that reached upstream but failed.
 
-    The row names the last key tried and costs 0: providers do not bill a refused call.
+    The row names the last key tried and costs 0: providers do not bill a refused call. A call
+    refused before any attempt (no key, a limit, a budget, a bad body) writes no row; its
+    telemetry still ends here.
     """
     exc.headers.setdefault("x-byok-attempts", str(call.attempts))
     if call.provider:
         exc.headers.setdefault("x-byok-provider-used", call.provider)
+    if call.telemetry is not None:
+        call.refusal = _refusal(exc)
     if call.attempts:
         gateway.record(
             call,
@@ -60,24 +82,59 @@ def record_failure(gateway: Gateway, call: Call, exc: BYOKError) -> None:
             status_code=exc.status_code,
             error_type=exc.error_type,
         )
+    elif gateway.telemetry is not None:
+        gateway.telemetry.end(call, exc.status_code, exc.error_type)
+
+
+def _refusal(exc: BYOKError) -> str | None:
+    """Why the gateway itself refused (a metric label), or None for any other error."""
+    if isinstance(exc, BudgetExceeded | UnpricedModel):
+        return "budget"
+    if isinstance(exc, RateLimited):
+        return "rate_limit"
+    if isinstance(exc, NoProviderKey):
+        return "no_key"
+    return None
+
+
+async def _observed(gateway: Gateway, call: Call, work: Awaitable[None]) -> None:
+    """Await a proxied call's ``work``: the row of a failed call, and the end of its telemetry
+    whatever happened (a cache hit's row is not ``Gateway.record``'s; a crash has none)."""
+    try:
+        await work
+    except BYOKError as exc:
+        record_failure(gateway, call, exc)
+        raise
+    except BaseException as exc:
+        if gateway.telemetry is not None:
+            status = 499 if isinstance(exc, asyncio.CancelledError) else 500
+            gateway.telemetry.end(call, status, "server_error")
+        raise
+    if gateway.telemetry is not None:
+        gateway.telemetry.end(call, 200)  # a no-op when the call's row ended it already
 
 
 async def _chat(gateway: Gateway, incoming: Incoming) -> None:
     body = await json_body(incoming.receive, gateway.config.max_body_bytes)
-    call = new_call(incoming, "/chat/completions")
-    try:
-        await route_auto(gateway, call, body, incoming.scope)  # model "auto" chooses here
-        await handle_chat(
-            gateway,
-            call,
-            body,
-            incoming.receive,
-            incoming.send,
-            cache_control=cache_control(incoming.scope),
-        )
-    except BYOKError as exc:
-        record_failure(gateway, call, exc)
-        raise
+    stream = body.get("stream") is True
+    call = new_call(
+        incoming, "/chat/completions", gateway.telemetry, model=body.get("model"), stream=stream
+    )
+    await _observed(gateway, call, _serve_chat(gateway, call, body, incoming))
+
+
+async def _serve_chat(
+    gateway: Gateway, call: Call, body: dict[str, Any], incoming: Incoming
+) -> None:
+    await route_auto(gateway, call, body, incoming.scope)  # model "auto" chooses here
+    await handle_chat(
+        gateway,
+        call,
+        body,
+        incoming.receive,
+        incoming.send,
+        cache_control=cache_control(incoming.scope),
+    )
 
 
 EndpointHandler = Callable[[Gateway, Call, Incoming], Awaitable[None]]
@@ -97,12 +154,8 @@ def _proxied(endpoint: str, handle: EndpointHandler) -> Handler:
     """A route running ``handle`` for ``endpoint``, with the ledger row of a failed call."""
 
     async def run(gateway: Gateway, incoming: Incoming) -> None:
-        call = new_call(incoming, endpoint)
-        try:
-            await handle(gateway, call, incoming)
-        except BYOKError as exc:
-            record_failure(gateway, call, exc)
-            raise
+        call = new_call(incoming, endpoint, gateway.telemetry)
+        await _observed(gateway, call, handle(gateway, call, incoming))
 
     return run
 
@@ -179,9 +232,12 @@ def _add_dialects(router: Router, catalog: ModelCatalog) -> None:
     router.add("/models/{id:path}", Route({"GET": catalog.retrieve}))
 
 
-def build_router(*, dashboard: bool = True, admin: bool = False) -> Router:
+def build_router(config: BYOKConfig | None = None, *, metrics: Any = None) -> Router:
+    """Every route ``config`` turns on (default: ``BYOKConfig()``'s); ``metrics``: the
+    ``prometheus_client.CollectorRegistry`` that ``GET /byok/metrics`` exposes, if any."""
+    config = config if config is not None else BYOKConfig()
     router = Router()
-    if admin:
+    if config.admin_key:
         # The operator API (BYOK_ADMIN_KEY): it checks the admin key itself, never a tenant's.
         methods = ("GET", "POST", "PUT", "DELETE")
         router.add(
@@ -205,8 +261,17 @@ def build_router(*, dashboard: bool = True, admin: bool = False) -> Router:
     router.add("/byok/route", Route({"GET": _route, "POST": _route}))
     router.add("/byok/feedback", Route({"POST": handle_feedback}))
     router.add("/byok/cache", Route({"DELETE": clear_cache}))
-    if dashboard:
-        router.add("/byok/dashboard", Route({"GET": handle_dashboard}, authenticated=False))
+    # Mission Control: the dashboard, usage series, request log, webhooks, metrics (mission/).
+    mission.register(
+        router,
+        admin_key=config.admin_key,
+        dashboard=config.dashboard,
+        webhook_allow_private=config.webhook_allow_private,
+        metrics=metrics,
+        metrics_public=config.metrics_public,
+        # prometheus-client's own variable: set under `uvicorn --workers N` (README).
+        multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+    )
     # The document holds no tenant data; see byok_middleware.openapi for why it is public.
     router.add("/byok/openapi.json", Route({"GET": _openapi}, authenticated=False))
     return router

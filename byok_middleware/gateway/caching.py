@@ -126,7 +126,7 @@ class CacheStep:
         usage = entry.response.get("usage") if isinstance(entry.response, dict) else None
         tokens = usage if isinstance(usage, dict) else {}
         self._gateway.ledger.record(
-            UsageRecord(
+            row := UsageRecord(
                 request_id=call.request_id,
                 tenant_id=call.tenant_id,
                 key_id=None,
@@ -147,6 +147,8 @@ class CacheStep:
                 cost_saved_usd=entry.cost_usd,
             )
         )
+        if self._gateway.telemetry is not None:
+            self._gateway.telemetry.finish(call, row)  # metrics count the hit and what it saved
 
     async def _embed(self, tenant_id: str, model: str, text: str) -> list[float]:
         """One embeddings call through the ordinary path: routed, paid by the tenant's key rules

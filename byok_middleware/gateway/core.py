@@ -33,6 +33,7 @@ from byok_middleware.config import BYOKConfig
 from byok_middleware.crypto import SecretStr
 from byok_middleware.errors import BYOKError, ConfigurationError, UnsupportedEndpoint
 from byok_middleware.gateway.autorouting import AutoRouting, is_auto
+from byok_middleware.gateway.budget_alerts import BudgetAlerts
 from byok_middleware.gateway.budgets import BudgetBackend, MemoryBudgets
 from byok_middleware.gateway.caching import CacheStep, cache_backend
 from byok_middleware.gateway.calls import (
@@ -51,6 +52,7 @@ from byok_middleware.gateway.ledger import Ledger
 from byok_middleware.gateway.ledger_rows import MAX_TOKENS
 from byok_middleware.gateway.limits import LimitTracker
 from byok_middleware.gateway.models import ModelCatalogue, resolve_routes
+from byok_middleware.gateway.observing import Telemetry, build_telemetry
 from byok_middleware.gateway.options import EngineOptions
 from byok_middleware.gateway.planning import (
     ProviderOption,
@@ -198,11 +200,17 @@ class Gateway:
             first_event_timeout=config.first_event_timeout,
         )
         self.catalogue = ModelCatalogue(self.prices)
-        self.health = HealthRecorder(self.keys, self.store, clock)
+        # Metrics, traces, log lines and webhook alerts (gateway/observing.py); None: none.
+        self.telemetry: Telemetry | None = build_telemetry(
+            config, self.store, self.keyring, options.get("observer")
+        )
+        self.health = HealthRecorder(self.keys, self.store, clock, telemetry=self.telemetry)
         # Budgets (gateway/spend.py): reserved before each attempt, settled in ``record``.
         self.spend = SpendControl(
             self.store, self.ledger, self.prices, clock, backend=_budget_backend(config)
         )
+        if self.telemetry is not None:
+            self.spend.alerts = BudgetAlerts(self.spend, self.telemetry, clock)
         self.limits = LimitTracker(self.counters, self.store, clock, spend=self.spend.key_spent)
         self._turn = 0  # round-robin over keys of equal price and priority
         self._policy = RoutePolicy(config.allow_platform_fallback, config.platform_attribution)
@@ -257,6 +265,7 @@ class Gateway:
             limits=self.limits,
             clock=self.clock,
             spend=self.spend,
+            telemetry=self.telemetry,
         )
         self.spend.start()
         try:
@@ -294,7 +303,11 @@ class Gateway:
     async def close(self) -> None:
         await self.health.flush()
         await self.limits.flush()
+        if self.spend.alerts is not None:
+            await self.spend.alerts.flush()
         await self.spend.close()
+        if self.telemetry is not None:
+            await self.telemetry.aclose()  # webhook deliveries log to the store: before it closes
         await self.ledger.close(grace=LEDGER_CLOSE_GRACE)
         await self.bus.close()
         await self.counters.close()
@@ -452,7 +465,7 @@ class Gateway:
         if call.route_reason is not None:
             self.auto.finished(call, status_code)  # an upstream error teaches the router
         self.ledger.record(
-            UsageRecord(
+            row := UsageRecord(
                 request_id=call.request_id,
                 tenant_id=call.tenant_id,
                 key_id=candidate.key_id if candidate else None,
@@ -472,5 +485,11 @@ class Gateway:
                 cost_source=cost_source(self.prices, call.provider, call.model, cost)
                 if usage is not None
                 else None,
+                # Streams only: a whole answer's first byte comes at its latency (README).
+                ttft_ms=None
+                if call.first_byte is None
+                else round((call.first_byte - call.started) * 1000, 3),
             )
         )
+        if self.telemetry is not None:
+            self.telemetry.finish(call, row)

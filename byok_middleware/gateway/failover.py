@@ -25,6 +25,8 @@ reservation; a served one keeps it until ``Gateway.record`` settles it.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from byok_middleware.clock import Clock
@@ -33,6 +35,7 @@ from byok_middleware.gateway.budgets import BudgetExceeded
 from byok_middleware.gateway.calls import BuildRequest, Call, Candidate, Forwarded
 from byok_middleware.gateway.health import HealthRecorder, Outcome, classify, retry_after_seconds
 from byok_middleware.gateway.limits import LimitTracker
+from byok_middleware.gateway.observing import Telemetry
 from byok_middleware.gateway.planning import RoutePlan
 from byok_middleware.gateway.policy import platform_refusal
 from byok_middleware.gateway.spend import SpendControl
@@ -45,6 +48,7 @@ from byok_middleware.gateway.upstream import (
 )
 from byok_middleware.redaction import bind_call_redactor
 from byok_middleware.storage.base import TenantPolicy
+from byok_middleware.telemetry.observer import KeyEvent
 
 __all__ = ["Failover"]
 
@@ -65,6 +69,7 @@ class Failover:
         limits: LimitTracker,
         clock: Clock,
         spend: SpendControl | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._client = client
         self._upstreams = upstreams
@@ -72,6 +77,7 @@ class Failover:
         self._limits = limits
         self._clock = clock
         self._spend = spend
+        self._telemetry = telemetry  # told of every attempt (gateway/observing.py)
 
     async def attempt(
         self,
@@ -116,6 +122,8 @@ class Failover:
             headers.update(use.auth)
             url = self._upstreams.url(candidate.provider, path)
             await self._limits.attempted(candidate.record)
+            telemetry = self._telemetry
+            began = time.perf_counter() if telemetry is not None else 0.0
             try:
                 response = await self._client.send(method, url, headers=headers, content=content)
                 if stream and response.status_code < 300:
@@ -127,6 +135,8 @@ class Failover:
                 )
                 self._health.provider_failed(candidate.record, "timeout")
                 self._attempt_failed(call, candidate, Outcome.PROVIDER_FAILED, outcomes)
+                if telemetry is not None:
+                    telemetry.attempt(call, candidate, began, status=None, timeout=True)
                 continue
             except (httpx.HTTPError, EmptyStream):
                 last_error = UpstreamUnavailable(
@@ -134,14 +144,20 @@ class Failover:
                 )
                 self._health.provider_failed(candidate.record, "connection error")
                 self._attempt_failed(call, candidate, Outcome.PROVIDER_FAILED, outcomes)
+                if telemetry is not None:
+                    telemetry.attempt(call, candidate, began, status=None)
                 continue
             except BaseException:
                 self._attempt_failed(call, candidate, Outcome.REQUEST_FAILED, outcomes)
                 raise  # cancelled: the reservation goes with the call
             if response.status_code < 300:
                 await self._health.succeeded(candidate.record)
+                if telemetry is not None:
+                    telemetry.attempt(call, candidate, began, status=response.status_code)
+                    if candidate.record is None and outcomes:
+                        _platform_fallback(telemetry, call, candidate, outcomes)
                 return Forwarded(response, candidate)
-            last_error, outcome = await self._failed(call, candidate, response)
+            last_error, outcome = await self._failed(call, candidate, response, began)
             self._attempt_failed(call, candidate, outcome, outcomes)
             if not outcome.fails_over:
                 break
@@ -170,7 +186,7 @@ class Failover:
             outcomes.setdefault(candidate.provider, []).append(outcome)
 
     async def _failed(
-        self, call: Call, candidate: Candidate, response: UpstreamResponse
+        self, call: Call, candidate: Candidate, response: UpstreamResponse, began: float
     ) -> tuple[BYOKError, Outcome]:
         """Read and close an error answer; note what it says about the key."""
         try:
@@ -189,11 +205,30 @@ class Failover:
         )
         outcome = classify(error.status_code)
         record = candidate.record
+        until = None
         if record is not None and outcome is Outcome.KEY_REJECTED:
             await self._health.rejected(record, response.status_code)
         elif record is not None and outcome is Outcome.RATE_LIMITED:
             wait = retry_after_seconds(response.headers, body, self._clock())
-            await self._health.rate_limited(record, response.status_code, wait)
+            until = await self._health.rate_limited(record, response.status_code, wait)
         elif outcome is Outcome.PROVIDER_FAILED:
             self._health.provider_failed(record, str(response.status_code))
+        if self._telemetry is not None:
+            # The status as the gateway reads it (a 3xx is a provider failure, 502).
+            status = error.status_code
+            self._telemetry.attempt(call, candidate, began, status=status, cooldown_until=until)
         return error, outcome
+
+
+def _platform_fallback(
+    telemetry: Telemetry, call: Call, candidate: Candidate, outcomes: dict[str, list[Outcome]]
+) -> None:
+    """The platform key served after the tenant's own keys failed in this call."""
+    failed = sorted({outcome.value for found in outcomes.values() for outcome in found})
+    event = KeyEvent(
+        "platform_fallback.used",
+        call.tenant_id,
+        provider=candidate.provider,
+        reason=f"the tenant's own keys failed ({', '.join(failed)})",
+    )
+    telemetry.key_event(event)

@@ -21,7 +21,9 @@ from typing import Any
 
 from byok_middleware.clock import Clock
 from byok_middleware.gateway.keys import KeyService
+from byok_middleware.gateway.observing import Telemetry
 from byok_middleware.storage.base import KeyStatus, KeyStore, ProviderKeyRecord
+from byok_middleware.telemetry.observer import KeyEvent
 
 __all__ = [
     "HealthRecorder",
@@ -147,7 +149,9 @@ class HealthRecorder:
         clock: Clock,
         *,
         note_interval: float = 60.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry  # told of invalid, cooling_down and recovered keys
         self._keys = keys
         self._store = store
         self._clock = clock
@@ -175,6 +179,7 @@ class HealthRecorder:
             last_error=describe_failure(str(status), record.provider, self._clock()),
             cooldown_until=None,
         )
+        self._event("key.invalid", record, f"the provider answered {status}")
 
     async def rate_limited(
         self, record: ProviderKeyRecord, status: int, retry_after: float | None
@@ -192,6 +197,7 @@ class HealthRecorder:
             cooldown_until=until,
             last_error=describe_failure(str(status), record.provider, now),
         )
+        self._event("key.cooling_down", record, f"the provider answered {status}", until)
         return until
 
     def provider_failed(self, record: ProviderKeyRecord | None, what: str) -> None:
@@ -212,8 +218,16 @@ class HealthRecorder:
         if record.status is KeyStatus.COOLING_DOWN:
             self._noted[(record.id, "last_used_at")] = now
             await self._set(record, status=KeyStatus.ACTIVE, cooldown_until=None, last_used_at=now)
+            self._event("key.recovered", record, "the provider answered again after a cooldown")
         elif self._due(record.id, "last_used_at", now):
             self._write(record, {"last_used_at": now})
+
+    def _event(
+        self, kind: str, record: ProviderKeyRecord, reason: str, until: datetime | None = None
+    ) -> None:
+        if self._telemetry is not None:
+            event = KeyEvent(kind, record.tenant_id, record.provider, record.id, reason, until)
+            self._telemetry.key_event(event)
 
     def _due(self, key_id: str, name: str, now: datetime) -> bool:
         last = self._noted.get((key_id, name))

@@ -20,6 +20,7 @@ from byok_middleware.gateway.transport import UpstreamClient
 from byok_middleware.pricing import PriceSource
 from byok_middleware.state import Counters, InvalidationBus
 from byok_middleware.storage.base import KeyStore
+from byok_middleware.telemetry.observer import Observer
 
 __all__ = ["EngineOptions", "GatewayOptions", "engine_options"]
 
@@ -41,6 +42,8 @@ class EngineOptions(TypedDict, total=False):
             ``config.redis_url``, else in-process.
         counters: the rate-limit ``Counters``; default: Redis with ``config.redis_url``, else
             in-process.
+        observer: an ``Observer`` (``byok_middleware.telemetry``) told of every request,
+            attempt and key event, beside the ones the config turns on; default: none.
     """
 
     store: KeyStore | None
@@ -51,6 +54,7 @@ class EngineOptions(TypedDict, total=False):
     clock: Clock
     bus: InvalidationBus | None
     counters: Counters | None
+    observer: Observer | None
 
 
 class GatewayOptions(EngineOptions, total=False):

@@ -19,6 +19,7 @@ from typing import Literal
 
 from byok_middleware.clock import Clock
 from byok_middleware.errors import InvalidRequest
+from byok_middleware.gateway.budget_alerts import BudgetAlerts
 from byok_middleware.gateway.budgets import (
     HOLD_TTL,
     BudgetBackend,
@@ -116,6 +117,7 @@ class SpendControl:
         self._policy_ttl = policy_ttl
         self._heartbeat = Heartbeat(self.backend, hold_ttl / 3)
         self._tasks = TaskSet()
+        self.alerts: BudgetAlerts | None = None  # budget.threshold events (set by Gateway)
 
     def __repr__(self) -> str:
         return f"SpendControl(backend={self.backend!r}, policies={len(self._policies)})"
@@ -236,7 +238,7 @@ class SpendControl:
                 or not isinstance(content, bytes)
                 or (estimate.output == 0)
             ):
-                raise BudgetExceeded.of(outcome, amount)
+                raise self._refused(call, outcome, amount)
             content, hold = await self._clamped(call, content, estimate, lines, outcome, now)
         else:
             hold.remaining = outcome
@@ -256,12 +258,12 @@ class SpendControl:
         """Reserve with the output limit lowered to what the tightest line can pay for."""
         tokens = self._fitting_output(call, estimate, refusal.remaining, now)
         if tokens < MIN_CLAMPED_OUTPUT:
-            raise BudgetExceeded.of(refusal, self._cost_of(call, estimate, estimate.output, now))
+            raise self._refused(call, refusal, self._cost_of(call, estimate, estimate.output, now))
         amount = self._cost_of(call, estimate, tokens, now)
         hold = Hold(lines, amount)
         outcome = await self.backend.reserve(hold, lines, self.seed)
         if isinstance(outcome, Refusal):  # another call took what was left meanwhile
-            raise BudgetExceeded.of(outcome, amount)
+            raise self._refused(call, outcome, amount)
         hold.remaining = outcome
         hold.clamped = tokens
         return clamp_body(content, estimate.field, call.provider, tokens), hold
@@ -290,6 +292,11 @@ class SpendControl:
                 high = middle - 1
         return low
 
+    def _refused(self, call: Call, refusal: Refusal, needed: Decimal) -> BudgetExceeded:
+        if self.alerts is not None:
+            self.alerts.refused(call, refusal)
+        return BudgetExceeded.of(refusal, needed)
+
     def release(self, call: Call) -> None:
         """Free the call's reservation: the attempt failed, the provider bills nothing."""
         self.settle(call, Decimal(0))
@@ -305,6 +312,8 @@ class SpendControl:
         actual = hold.amount if cost is None else cost
         if hold.remaining is not None:
             hold.remaining += hold.amount - actual
+            if self.alerts is not None and actual:
+                self.alerts.settled(call, hold.remaining)
         if self._memory is not None:
             self._memory.settle_now(hold, actual)
         else:

@@ -16,10 +16,10 @@ Operator routes (every tenant; ``Authorization: Bearer <BYOK_ADMIN_KEY>``; absen
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING
 
-from byok_middleware.asgi import raw_header, send_bytes, send_json
+from byok_middleware.admin.routes import is_admin as operator_key_matches
+from byok_middleware.asgi import header, send_bytes, send_json
 from byok_middleware.errors import AuthenticationFailed, InvalidRequest
 from byok_middleware.mission.params import parse_request_filter, parse_series_query
 from byok_middleware.mission.requests import request_view, requests_csv
@@ -36,11 +36,11 @@ MAX_SERIES_ROWS = 100_000
 
 
 def is_admin(incoming: Incoming, admin_key: str | None) -> bool:
-    """True when the request carries ``Authorization: Bearer <admin_key>`` (constant time)."""
+    """True when the request carries ``Authorization: Bearer <admin_key>``: the operator API's
+    own check (``admin.routes.is_admin``, constant time), so both accept the same header."""
     if not admin_key:
         return False
-    raw = raw_header(incoming.scope, b"authorization") or b""
-    return hmac.compare_digest(raw, b"Bearer " + admin_key.encode("utf-8"))
+    return operator_key_matches(header(incoming.scope, b"authorization"), admin_key)
 
 
 def admin_only(handle: Handler, admin_key: str | None) -> Handler:
@@ -49,7 +49,8 @@ def admin_only(handle: Handler, admin_key: str | None) -> Handler:
     async def run(gateway: Gateway, incoming: Incoming) -> None:
         if not is_admin(incoming, admin_key):
             raise AuthenticationFailed(
-                "this route needs the operator's key: send Authorization: Bearer <BYOK_ADMIN_KEY>"
+                "this route needs the operator's key: send Authorization: Bearer <BYOK_ADMIN_KEY>",
+                code="invalid_admin_key",
             )
         await handle(gateway, incoming)
 

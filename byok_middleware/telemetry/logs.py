@@ -33,15 +33,17 @@ class LogObserver:
         self,
         *,
         json: bool = False,
+        request_lines: bool = True,
         requests: logging.Logger = _REQUESTS,
         health: logging.Logger = _HEALTH,
     ) -> None:
         self._json = json
+        self._lines = request_lines  # False: the health warnings only (BYOK_REQUEST_LOG=false)
         self._requests = requests
         self._health = health
 
     def __repr__(self) -> str:
-        return f"LogObserver(json={self._json})"
+        return f"LogObserver(json={self._json}, request_lines={self._lines})"
 
     def request_started(self, start: RequestStart) -> object:
         return start
@@ -94,7 +96,11 @@ class LogObserver:
             self._health.warning("%s", text)
 
     def request_finished(self, token: object, end: RequestEnd) -> None:
-        if not self._requests.isEnabledFor(logging.INFO) or not isinstance(token, RequestStart):
+        if (
+            not self._lines
+            or not self._requests.isEnabledFor(logging.INFO)
+            or not isinstance(token, RequestStart)
+        ):
             return
         fields: dict[str, Any] = {
             "request_id": token.request_id,

@@ -65,12 +65,12 @@ class TracingObserver:
                 "byok.route": start.route,
             },
         )
-        return (span, operation)
+        return (span, operation, start.model)
 
     def attempt_finished(self, token: object, attempt: AttemptResult) -> None:
         if not isinstance(token, tuple):
             return
-        parent, operation = token
+        parent, operation, _ = token
         end = time.time_ns()
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
@@ -100,6 +100,10 @@ class TracingObserver:
         if not isinstance(token, tuple):
             return
         span: trace.Span = token[0]
+        if not token[2] and end.model:
+            # The route started the span before reading the body: name it now the model is known.
+            span.update_name(f"{token[1]} {end.model}")
+            span.set_attribute("gen_ai.request.model", end.model)
         attributes: dict[str, Any] = {
             "http.response.status_code": end.status_code,
             "byok.attempts": end.attempts,

@@ -1,0 +1,207 @@
+"""Telemetry in the engine: which observers the config turns on, and the facts handed to them.
+
+``build_telemetry`` composes the ``Observer``s (``byok_middleware.telemetry``) the settings ask
+for: Prometheus metrics (``BYOK_METRICS``), OpenTelemetry spans (``BYOK_TRACING``: a no-op
+unless the host configured an SDK), the log lines (the INFO line per request unless
+``BYOK_REQUEST_LOG=false``; the health WARNINGs always), the tenants' webhook alerts (when the
+store keeps webhooks) and a host's own observer. ``Gateway.telemetry`` holds the result; set to
+``None`` (the benchmark's baseline) the engine skips every call site on one ``is None`` check.
+
+The engine reports through ``Telemetry``: ``start`` when a proxied request's ``Call`` is made,
+``attempt`` after each upstream attempt (``gateway/failover.py``), ``finish`` with the ledger
+row (``Gateway.record``; the cache's rows too) and ``end`` for a request that wrote no row (a
+refusal before any upstream attempt, a crash). Each request ends once: the token on the
+``Call`` is cleared at the first end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from byok_middleware.errors import ConfigurationError
+from byok_middleware.storage.base import AdminStore, UsageRecord
+from byok_middleware.telemetry.logs import LogObserver
+from byok_middleware.telemetry.observer import (
+    AttemptResult,
+    KeyEvent,
+    Observer,
+    Observers,
+    RequestEnd,
+    RequestStart,
+    error_class,
+)
+
+if TYPE_CHECKING:
+    from byok_middleware.config import BYOKConfig
+    from byok_middleware.crypto import Keyring
+    from byok_middleware.gateway.calls import Call, Candidate
+    from byok_middleware.storage.base import KeyStore
+    from byok_middleware.telemetry.alerts import WebhookNotifier
+
+__all__ = ["Telemetry", "build_telemetry"]
+
+_TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
+
+
+class Telemetry:
+    """The engine's observers as one, with the registry and notifier they own."""
+
+    __slots__ = ("notifier", "observer", "registry", "tracing")
+
+    def __init__(
+        self,
+        observer: Observer,
+        *,
+        registry: Any = None,
+        notifier: WebhookNotifier | None = None,
+        tracing: bool = False,
+    ) -> None:
+        self.observer = observer
+        self.registry = registry  # prometheus_client.CollectorRegistry when BYOK_METRICS is on
+        self.notifier = notifier
+        self.tracing = tracing  # whether a client's W3C trace headers are worth reading
+
+    def __repr__(self) -> str:
+        return f"Telemetry({self.observer!r})"
+
+    def start(
+        self,
+        call: Call,
+        *,
+        model: object = "",
+        stream: bool = False,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """A proxied request arrived (``model`` as requested, when the body is already read)."""
+        trace: dict[str, str] = {}
+        if self.tracing:
+            for name, value in headers:
+                if name in _TRACE_HEADERS:
+                    trace[name.decode("latin-1")] = value.decode("latin-1")
+        start = RequestStart(
+            call.request_id,
+            call.tenant_id,
+            call.endpoint,
+            model if isinstance(model, str) else "",
+            stream,
+            trace,
+        )
+        call.telemetry = self.observer.request_started(start)
+
+    def attempt(
+        self,
+        call: Call,
+        candidate: Candidate,
+        began: float,
+        *,
+        status: int | None,
+        timeout: bool = False,
+        cooldown_until: datetime | None = None,
+    ) -> None:
+        """One upstream attempt ended (``status`` None: no answer came; ``began``: perf_counter)."""
+        if call.telemetry is None:
+            return
+        result = AttemptResult(
+            attempt=call.attempts,
+            provider=candidate.provider,
+            model=candidate.model or call.model,
+            key_id=candidate.key_id,
+            attribution=candidate.attribution,
+            status_code=status,
+            duration_ms=(time.perf_counter() - began) * 1000,
+            error=error_class(status, timeout=timeout),
+            cooldown_until=cooldown_until,
+        )
+        self.observer.attempt_finished(call.telemetry, result)
+
+    def finish(self, call: Call, row: UsageRecord) -> None:
+        """The request ended with ``row`` in the ledger."""
+        token = call.telemetry
+        if token is None:
+            return
+        call.telemetry = None
+        end = RequestEnd(
+            status_code=row.status_code,
+            latency_ms=row.latency_ms,
+            attempts=call.attempts,
+            provider=row.provider,
+            model=row.model,
+            key_id=row.key_id,
+            attribution=row.attribution,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost_usd=row.cost_usd,
+            ttft_ms=row.ttft_ms,
+            cache_hit=row.cache_hit,
+            cost_saved_usd=row.cost_saved_usd,
+            error_type=row.error_type,
+            refusal=call.refusal,
+        )
+        self.observer.request_finished(token, end)
+
+    def end(self, call: Call, status: int, error_type: str | None = None) -> None:
+        """The request ended without a ledger row (refused before any upstream attempt)."""
+        token = call.telemetry
+        if token is None:
+            return
+        call.telemetry = None
+        end = RequestEnd(
+            status_code=status,
+            latency_ms=(time.perf_counter() - call.started) * 1000,
+            attempts=call.attempts,
+            provider=call.provider,
+            model=call.model,
+            error_type=error_type,
+            refusal=call.refusal,
+        )
+        self.observer.request_finished(token, end)
+
+    def key_event(self, event: KeyEvent) -> None:
+        self.observer.key_event(event)
+
+    async def aclose(self) -> None:
+        """Let webhook deliveries in flight finish (a few seconds at most)."""
+        if self.notifier is not None:
+            await self.notifier.aclose()
+
+
+def build_telemetry(
+    config: BYOKConfig, store: KeyStore, keyring: Keyring, extra: Observer | None = None
+) -> Telemetry:
+    """The observers ``config`` turns on, plus ``extra`` (a host's own)."""
+    members: list[Observer] = []
+    registry = None
+    if config.metrics:
+        try:
+            from byok_middleware.telemetry.metrics import PrometheusObserver
+        except ImportError:
+            raise ConfigurationError(
+                "BYOK_METRICS is on but prometheus-client is not installed; install it with "
+                "`pip install 'byok_middleware[telemetry]'`"
+            ) from None
+        metrics = PrometheusObserver(tenant_label=config.metrics_tenant_label)
+        registry = metrics.registry
+        members.append(metrics)
+    tracing = False
+    if config.tracing:
+        try:
+            from byok_middleware.telemetry.tracing import TracingObserver
+        except ImportError:
+            pass  # no opentelemetry-api means no SDK either: the spans would go nowhere
+        else:
+            members.append(TracingObserver())
+            tracing = True
+    # The health WARNINGs are what an operator acts on: always on; the INFO line is optional.
+    members.append(LogObserver(json=config.log_format == "json", request_lines=config.request_log))
+    notifier = None
+    if isinstance(store, AdminStore):
+        from byok_middleware.telemetry.alerts import WebhookNotifier
+
+        notifier = WebhookNotifier(store, keyring, allow_private=config.webhook_allow_private)
+        members.append(notifier)
+    if extra is not None:
+        members.append(extra)
+    return Telemetry(Observers(members), registry=registry, notifier=notifier, tracing=tracing)
