@@ -162,8 +162,6 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
-
-
 async def send_json(
     send: Send, status: int, value: Any, headers: Mapping[str, str] | None = None
 ) -> None:
