@@ -20,7 +20,7 @@ from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers import anthropic
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
 from byok_middleware.proxy.cached import CacheTap, cache_header, serve_hit
-from byok_middleware.proxy.pipeline import JSON_HEADERS, answer, call_metadata, read_json
+from byok_middleware.proxy.pipeline import JSON_HEADERS, answer, read_json
 from byok_middleware.proxy.relay import relay_json_as_stream, relay_stream
 from byok_middleware.proxy.rewriters import (
     AnthropicChunks,
@@ -158,12 +158,10 @@ async def handle_chat(
                 redact=call.redactor,
             )
         tap = CacheTap(rewriter, field) if keep else None
-        meta = call_metadata(call, forwarded)
-        await relay_stream(
+        meta = await relay_stream(
             gateway,
             call,
             forwarded,
-            meta,
             tap or rewriter,
             receive=receive,
             send=send,

@@ -35,7 +35,7 @@ from byok_middleware.providers.messages_ingress_response import estimate_input_t
 from byok_middleware.providers.messages_ingress_stream import MessagesStreamTranslator
 from byok_middleware.providers.specs import PROVIDERS, Endpoint, WireFormat
 from byok_middleware.proxy.dialect_rewriters import MessagesPassthrough, MessagesTranslated
-from byok_middleware.proxy.pipeline import JSON_HEADERS, answer, call_metadata, read_json
+from byok_middleware.proxy.pipeline import JSON_HEADERS, answer, read_json
 from byok_middleware.proxy.relay import relay_stream
 from byok_middleware.proxy.rewriters import OpenAIChunks
 
@@ -84,12 +84,10 @@ async def handle_messages(
         passed = relay_headers(forwarded.response.headers, call.redactor)
         if stream:
             native = MessagesPassthrough(provider=call.provider, field=field, redact=call.redactor)
-            meta = call_metadata(call, forwarded)
             await relay_stream(
                 gateway,
                 call,
                 forwarded,
-                meta,
                 native,
                 receive=receive,
                 send=send,
@@ -135,8 +133,7 @@ async def handle_messages(
             field=field,
             redact=call.redactor,
         )
-        meta = call_metadata(call, forwarded)
-        await relay_stream(gateway, call, forwarded, meta, translated, receive=receive, send=send)
+        await relay_stream(gateway, call, forwarded, translated, receive=receive, send=send)
         return
     _, data = await read_json(forwarded)
     usage = usage_from_openai(data.get("usage"), provider=call.provider)

@@ -96,15 +96,16 @@ async def relay_stream(
     gateway: Gateway,
     call: Call,
     forwarded: Forwarded,
-    meta: CallMetadata,
     rewriter: StreamRewriter,
     *,
     receive: Receive,
     send: Send,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
     on_complete: Callable[[StreamRewriter], None] | None = None,
-) -> None:
-    """Relay ``forwarded``'s SSE body through ``rewriter`` to the client, then record the call."""
+) -> CallMetadata:
+    """Relay ``forwarded``'s SSE body through ``rewriter`` to the client, then record the call;
+    the metadata it sent (priced) is returned."""
+    meta = call_metadata(call, forwarded)
     response = forwarded.response
     ending = _Ending()
 
@@ -178,6 +179,7 @@ async def relay_stream(
     if disconnected and not ending.recorded:
         ending.error_type = "client_disconnected"
         record(499)
+    return meta
 
 
 async def relay_json_as_stream(

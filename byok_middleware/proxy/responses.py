@@ -36,7 +36,6 @@ from byok_middleware.proxy.dialect_rewriters import ResponsesPassthrough, Respon
 from byok_middleware.proxy.pipeline import (
     JSON_HEADERS,
     answer,
-    call_metadata,
     optional_str,
     read_json,
 )
@@ -214,8 +213,7 @@ class _Turn:
                 patch=self._patch if self.previous else None,
                 on_response=self._save_later,
             )
-            meta = call_metadata(call, forwarded)
-            await relay_stream(gateway, call, forwarded, meta, rewriter, receive=receive, send=send)
+            await relay_stream(gateway, call, forwarded, rewriter, receive=receive, send=send)
             return
         raw, data = await read_json(forwarded)
         if self.previous:
@@ -290,12 +288,10 @@ class _Turn:
                 redact=call.redactor,
                 on_response=self._save_later,
             )
-            meta = call_metadata(call, forwarded)
             await relay_stream(
                 gateway,
                 call,
                 forwarded,
-                meta,
                 rewriter,
                 receive=receive,
                 send=send,
