@@ -35,23 +35,13 @@ from byok_middleware.storage.sql_store import SQLStore
 __all__ = ["SQLiteStore", "apply_migrations"]
 
 
-# The last second formatted by ``_ts`` and its text, replaced as one tuple (so threads can share
-# it): ``isoformat`` is most of a ledger row's encoding, and every row of one second shares it.
-_LAST_SECOND: tuple[tuple[int, ...], str] = ((), "")
-
-
 def _ts(value: datetime, name: str = "datetime") -> str:
     """``value`` as fixed-width UTC text, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, which sorts as time does
     (``isoformat`` zero-pads the year)."""
     if value.tzinfo is not UTC:
         require_aware(value, name)
         value = value.astimezone(UTC)
-    global _LAST_SECOND
-    second = (value.year, value.month, value.day, value.hour, value.minute, value.second)
-    last = _LAST_SECOND
-    if last[0] != second:
-        last = _LAST_SECOND = (second, value.isoformat(timespec="seconds")[:-6])
-    return f"{last[1]}.{value.microsecond:06d}Z"
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _encode(value: object, name: str) -> object:
