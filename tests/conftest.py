@@ -112,7 +112,7 @@ def start_gateway(fake: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., 
         options.update(overrides)
         server_options = options.pop("server_options", {})
         # Middleware options beyond the config (e.g. clock=) go to BYOKMiddleware itself.
-        middleware = {k: options.pop(k) for k in ("clock",) if k in options}
+        middleware = {k: options.pop(k) for k in ("clock", "observer") if k in options}
         config = BYOKConfig(**options)
         server = ServerThread(create_app(config=config, **middleware), **server_options).start()
         gateway = Gateway(url=server.url, db_path=db_path, config=config, server=server)

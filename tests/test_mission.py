@@ -13,8 +13,6 @@ import pytest
 
 from byok_middleware.mission.series import bucket_starts, percentile, series_view
 from byok_middleware.storage.base import UsageRecord
-from byok_middleware.telemetry import RequestEnd, RequestStart
-from byok_middleware.telemetry.metrics import PrometheusObserver
 from byok_middleware.testing import FakeUpstream
 from tests.test_mission_seed import SEEDED_PER_TENANT, Mission, mission, start_mission
 
@@ -209,14 +207,16 @@ def http_text(mission: Mission, link: str) -> str:
 
 
 def test_metrics_route_needs_the_admin_key(fake: FakeUpstream, tmp_path: Path) -> None:
-    """``/byok/metrics`` answers the registry's text to the operator key only."""
-    observer = PrometheusObserver()
-    token = observer.request_started(RequestStart("r", "t", "/embeddings", "m"))
-    observer.request_finished(token, RequestEnd(200, 5.0, 1, "openai", "m"))
-    with start_mission(fake, tmp_path, metrics=observer.registry) as running:
+    """With BYOK_METRICS, ``/byok/metrics`` answers the gateway's own counts to the operator
+    key only (the seeding sent one chat per tenant through the gateway)."""
+    with start_mission(fake, tmp_path, metrics=True) as running:
         with running.client("acme") as tenant:
             assert tenant.get("/byok/metrics").status_code == 401
         with running.client(admin=True) as admin:
             response = admin.get("/byok/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    assert 'byok_requests_total{attribution="none",model="m"' in response.text
+    line = (
+        'byok_requests_total{attribution="byok",model="gpt-4o-mini",provider="openai",'
+        'route="/chat/completions",status_class="2xx"} 2.0'
+    )
+    assert line in response.text

@@ -24,7 +24,7 @@ import pytest
 from byok_middleware import BYOKConfig, BYOKMiddleware, SQLiteStore, create_tenant
 from byok_middleware.asgi import Receive, Scope, Send
 from byok_middleware.crypto import generate_master_key
-from byok_middleware.mission import register
+
 from byok_middleware.storage.base import UsageRecord
 from byok_middleware.testing import FakeUpstream
 from tests.servers import ServerThread
@@ -130,15 +130,19 @@ def start_mission(
     tmp_path: Path,
     *,
     webhook_allow_private: bool = False,
-    metrics: Any = None,
+    metrics: bool = False,
 ) -> Iterator[Mission]:
     db_path = tmp_path / "mission.db"
+    # The routes as a deployment mounts them: BYOK_ADMIN_KEY turns the operator view on.
     config = BYOKConfig(
         master_key=generate_master_key(),
         database_url=f"sqlite:///{db_path}",
         base_urls=fake.base_urls(),
         platform_keys={"openai": "sk-platform-mission-000000000000000"},
         upstream_timeout=10.0,
+        admin_key=ADMIN_KEY,
+        webhook_allow_private=webhook_allow_private,
+        metrics=metrics,
     )
 
     async def tenants(store: SQLiteStore) -> dict[str, tuple[str, str]]:
@@ -150,12 +154,6 @@ def start_mission(
 
     made = _on_store(db_path, tenants)
     middleware = BYOKMiddleware(_host, config=config)
-    register(
-        middleware.router,
-        admin_key=ADMIN_KEY,
-        webhook_allow_private=webhook_allow_private,
-        metrics=metrics,
-    )
     server = ServerThread(middleware).start()
     state = Mission(server.url, db_path, {name: key for name, (_, key) in made.items()})
     try:
