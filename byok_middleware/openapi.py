@@ -154,6 +154,99 @@ def _inline(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema}
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_OBJECT = {"type": "object"}
+_WEBHOOK_EVENTS = [
+    "key.invalid",
+    "key.cooling_down",
+    "key.recovered",
+    "platform_fallback.used",
+    "budget.threshold",
+]
+_WEBHOOK_PUT = {
+    "type": "object",
+    "required": ["url"],
+    "properties": {
+        "url": {"type": "string", "description": "https:// URL the signed events are POSTed to"},
+        "events": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "enum": _WEBHOOK_EVENTS},
+        },
+        "secret": {"type": "string", "minLength": 16, "maxLength": 256},
+    },
+}
+
+
+def _mission_paths() -> dict[str, Any]:
+    """Mission Control's data and alert routes (README "Mission Control and telemetry")."""
+    series = [
+        _query("since", _TIME),
+        _query("until", _TIME),
+        _query("bucket", {"type": "string", "enum": ["hour", "day"]}),
+        _query("group_by", {"type": "string", "enum": ["attribution", "provider", "model", "key"]}),
+    ]
+    requests = [
+        _query("since", _TIME),
+        _query("until", _TIME),
+        _query("status", {"type": "integer", "minimum": 100, "maximum": 599}),
+        _query("provider", {"type": "string"}),
+        _query("model", {"type": "string"}),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+        _query("cursor", {"type": "string"}),
+    ]
+    return {
+        "/byok/usage/series": {
+            "get": _operation(
+                "The caller's ledger in time buckets (requests, tokens, cost, errors, latency)",
+                {"200": _inline(_OBJECT, "Buckets over [since, until)"), **_errors("400", "401")},
+                parameters=series,
+            ),
+        },
+        "/byok/requests": {
+            "get": _operation(
+                "The caller's ledger rows, newest first, a page at a time (never prompt text)",
+                {
+                    "200": _inline(_OBJECT, '{"data": [...], "next_cursor": ...}'),
+                    **_errors("400", "401"),
+                },
+                parameters=requests,
+            ),
+        },
+        "/byok/webhooks": {
+            "get": _operation(
+                "The caller's alert webhook (never its secret)",
+                {"200": _inline(_OBJECT, "The webhook"), **_errors("401", "404")},
+            ),
+            "put": {
+                **_operation(
+                    "Set the caller's alert webhook (a generated secret is shown once)",
+                    {"200": _inline(_OBJECT, "The webhook"), **_errors("400", "401", "413")},
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _WEBHOOK_PUT}},
+                },
+            },
+            "delete": _operation(
+                "Remove the caller's alert webhook",
+                {"204": {"description": "Removed"}, **_errors("401", "404")},
+            ),
+        },
+        "/byok/webhooks/deliveries": {
+            "get": _operation(
+                "The caller's webhook deliveries, newest first",
+                {"200": _inline(_OBJECT, '{"data": [...]}'), **_errors("400", "401")},
+                parameters=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 500})],
+            ),
+        },
+    }
+
+
 def _management_extras() -> dict[str, Any]:
     """The routes whose shapes are plain dicts rather than pydantic models."""
     route = {
@@ -185,6 +278,13 @@ def _management_extras() -> dict[str, Any]:
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
             },
+        },
+        **_mission_paths(),
+        "/byok/cache": {
+            "delete": _operation(
+                "Remove every response-cache entry of the caller's tenant",
+                {"204": {"description": "Removed (also when the cache is off)"}, **_errors("401")},
+            ),
         },
         "/byok/feedback": {
             "post": {

@@ -92,7 +92,7 @@ def _router_paths() -> dict[str, set[str]]:
         found[f"{head}{{id}}{tail}"] = set(route.handlers)
     for head, route in router._with_path.items():
         found[f"{head}{{id}}"] = set(route.handlers)
-    not_json_apis = {"/byok/openapi.json", "/byok/dashboard"}
+    not_json_apis = {"/byok/openapi.json", "/byok/dashboard", "/byok/dashboard/static/{id}"}
     return {p: m for p, m in found.items() if p.startswith("/byok/") and p not in not_json_apis}
 
 

@@ -281,6 +281,8 @@ class UsageTotalView(BaseModel):
     completion_tokens: int
     cost_usd: float
     unpriced_requests: int
+    cache_hits: int = 0  # requests answered by the response cache (README "Response cache")
+    saved_usd: float = 0.0  # what those answers cost when they were first made
 
 
 class UsageView(BaseModel):
