@@ -75,11 +75,9 @@ async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -
             master_key=base64.b64encode(os.urandom(32)).decode(),
             database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
         )
-        middleware = BYOKMiddleware(_host, config=config)
+        middleware = BYOKMiddleware(_host, config=config, upstream=_StubUpstream())
         gateway = middleware.gateway
-        await gateway.open()
-        middleware._opened = True
-        gateway._client = _StubUpstream()
+        await middleware.open()
         tenant, gateway_key = await create_tenant(gateway.store, "bench")
         await gateway.keys.create(tenant.id, NewKey(provider="openai", api_key="sk-" + "a" * 40))
         scope = {

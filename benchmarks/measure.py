@@ -6,10 +6,12 @@ import asyncio
 import json
 import statistics
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import gcwatch
 from benchmarks.procs import cpu_seconds, wait_until_idle
 from benchmarks.stream_client import content_stamps, run_sequential
 
@@ -27,6 +29,9 @@ def chat_body(*, stream: bool, delay_ms: float = 0) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+TOP_GRID = [90 + i / 100 for i in range(1000)]  # post.lua's "top": p90 ... p99.99, then max
+
+
 @dataclass
 class WrkResult:
     requests: int
@@ -36,6 +41,9 @@ class WrkResult:
     errors: int  # non-2xx + socket errors
     cpu_seconds: float | None  # server CPU over the `counted` requests; None when not measured
     counted: int  # the requests completed, and those in flight when wrk stopped
+    p999_ms: float = float("nan")
+    top_ms: list[float] = field(default_factory=list)  # latency on TOP_GRID, then the maximum
+    full_gcs_ms: list[float] | None = None  # the server's full collections; None: not watched
 
     @property
     def rps(self) -> float:
@@ -48,18 +56,41 @@ class WrkResult:
         return self.cpu_seconds * 1000 / self.counted
 
 
+def merged_percentile(slices: Sequence[WrkResult], percentile: float) -> float:
+    """``percentile`` (>= 90) of the slices' requests together, from each slice's latencies on
+    TOP_GRID: each grid step stands for 0.01% of its slice's requests. Exact to the grid."""
+    points: list[tuple[float, float]] = []
+    for part in slices:
+        if len(part.top_ms) != len(TOP_GRID) + 1:
+            return max(part.p99_ms if percentile < 99.9 else part.p999_ms for part in slices)
+        points += [(value, part.requests / 10_000) for value in part.top_ms[:-1]]
+    total = sum(part.requests for part in slices)
+    above = total * (100 - percentile) / 100  # requests slower than the answer
+    passed = 0.0
+    for value, weight in sorted(points, reverse=True):
+        passed += weight
+        if passed > above + 1e-9:
+            return value
+    return min(value for value, _ in points) if points else float("nan")
+
+
 def combine(slices: Sequence[WrkResult]) -> WrkResult:
-    """Slices of one measurement as one: requests, time, errors and CPU summed; p50 is the median
-    slice's and p99 the worst slice's (wrk's histograms cannot be merged)."""
+    """Slices of one measurement as one: requests, time, errors, CPU and full collections
+    summed; p50 is the median slice's; p99 and p99.9 are of all the slices' requests together
+    (``merged_percentile``)."""
     cpu = [part.cpu_seconds for part in slices]
+    gcs = [part.full_gcs_ms for part in slices]
     return WrkResult(
         requests=sum(part.requests for part in slices),
         seconds=sum(part.seconds for part in slices),
         p50_ms=statistics.median(part.p50_ms for part in slices),
-        p99_ms=max(part.p99_ms for part in slices),
+        p99_ms=merged_percentile(slices, 99),
         errors=sum(part.errors for part in slices),
         cpu_seconds=None if None in cpu else sum(c for c in cpu if c is not None),
         counted=sum(part.counted for part in slices),
+        p999_ms=merged_percentile(slices, 99.9),
+        top_ms=[max(part.top_ms[-1] for part in slices)] if slices[0].top_ms else [],
+        full_gcs_ms=None if None in gcs else [ms for part in gcs for ms in part or []],
     )
 
 
@@ -72,14 +103,20 @@ def run_wrk(
     seconds: float,
     server_pid: int | None,
     core: str,
+    gc_log: Path | None = None,
+    vary: bool = False,
 ) -> WrkResult:
-    """One wrk run pinned to ``core``; server CPU is read from /proc around it."""
+    """One wrk run pinned to ``core``; server CPU is read from /proc around it, and with
+    ``gc_log`` (``benchmarks.gcwatch``) the server's full collections during it."""
     argv = [
         "taskset", "-c", core, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
         "--timeout", "10s", "-s", str(LUA), url,
     ]  # fmt: skip
     env = {"BENCH_BODY": body.decode(), "BENCH_AUTH": auth or "", "PATH": "/usr/bin:/bin"}
+    if vary:
+        env["BENCH_VARY"] = "1"
     before = cpu_seconds(server_pid) if server_pid else 0.0
+    started_ns = time.monotonic_ns()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-300:]}")
@@ -91,6 +128,7 @@ def run_wrk(
         # decisive for one that completes only a few dozen).
         wait_until_idle(server_pid)
         after = cpu_seconds(server_pid)
+    gcs = gcwatch.read(gc_log, started_ns, time.monotonic_ns()) if gc_log else None
     line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
     data = json.loads(line.split(" ", 1)[1])
     errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
@@ -103,6 +141,9 @@ def run_wrk(
         errors=errors,
         cpu_seconds=after - before if server_pid else None,
         counted=requests + connections,
+        p999_ms=data["p999_us"] / 1000,
+        top_ms=[value / 1000 for value in data["top"]],
+        full_gcs_ms=gcs,
     )
 
 

@@ -18,7 +18,7 @@ from benchmarks.results import replace_section
 from benchmarks.targets import LITELLM_VENV, ROOT, Target
 
 REFERENCE = "aiohttp"
-CPU_GOAL, GAP_GOAL_MS, RSS_GOAL_MB = 1.5, 1.0, 100.0
+CPU_GOAL, GAP_GOAL_MS, RSS_GOAL_MB, TAIL_GOAL = 1.5, 1.0, 100.0, 1.5
 WRK_SCENARIOS = {
     "plain_c1": "Plain chat, concurrency 1",
     "plain_c32": "Plain chat, concurrency 32",
@@ -210,6 +210,77 @@ def _gap_text(gaps: list[float]) -> str:
     return f"{median:+.2f} ms median of {len(gaps)}, worst round {worst:+.2f}"
 
 
+def tail_ratios(samples: dict[str, list[Sample]], key: str, scenario: str) -> list[float]:
+    """Per round: the target's p99 (all its slices' requests together) over raw aiohttp's."""
+    ratios = []
+    for mine, ref in zip(samples.get(key, []), samples.get(REFERENCE, []), strict=False):
+        a, b = mine.wrk.get(scenario), ref.wrk.get(scenario)
+        if a and b and b.p99_ms > 0:
+            ratios.append(a.p99_ms / b.p99_ms)
+    return ratios
+
+
+def _gc_cell(runs: list[WrkResult]) -> str:
+    """Full collections over the rounds' measured c=32 runs: count, median and longest pause."""
+    if any(run.full_gcs_ms is None for run in runs):
+        return "not watched"
+    pauses = [ms for run in runs for ms in run.full_gcs_ms or []]
+    if not pauses:
+        return "0"
+    requests = sum(run.requests for run in runs)
+    return (
+        f"{len(pauses)} (1 per {requests // len(pauses):,d} req); "
+        f"{statistics.median(pauses):.1f} / {max(pauses):.1f}"
+    )
+
+
+def _tail_table(targets: list[Target], samples: dict[str, list[Sample]]) -> list[str]:
+    rows = [
+        "| target | plain p99 ms | plain p99.9 ms | plain p99 x raw aiohttp | plain full GCs "
+        "| stream p99 ms | stream p99.9 ms | stream p99 x raw aiohttp | stream full GCs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for target in targets:
+        cells = []
+        for scenario in SLICED_SCENARIOS:
+            runs = [s.wrk[scenario] for s in samples[target.key] if scenario in s.wrk]
+            if not runs:
+                cells.append("failed | | | ")
+                continue
+            ratios = tail_ratios(samples, target.key, scenario)
+            cells.append(
+                f"{_spread([r.p99_ms for r in runs], 1)} | {_spread([r.p999_ms for r in runs], 1)} "
+                f"| {' / '.join(f'{r:.2f}' for r in ratios) or '-'} | {_gc_cell(runs)}"
+            )
+        rows.append(f"| {target.label} | {cells[0]} | {cells[1]} |")
+    return rows
+
+
+def _tail_verdicts(targets: list[Target], samples: dict[str, list[Sample]]) -> list[str]:
+    lines = []
+    for target in targets:
+        if target.key in ("direct", REFERENCE) or not target.key.startswith("gateway"):
+            continue
+        checks = []
+        for scenario, name in (("plain_c32", "plain"), ("stream_c32", "stream")):
+            ratios = tail_ratios(samples, target.key, scenario)
+            if not ratios:
+                checks.append((False, f"{name}: not measured"))
+                continue
+            median = statistics.median(ratios)
+            checks.append(
+                (
+                    median <= TAIL_GOAL,
+                    f"{name} p99 x{median:.2f} median of {len(ratios)} round(s), worst "
+                    f"x{max(ratios):.2f} (<= {TAIL_GOAL})",
+                )
+            )
+        met = all(ok for ok, _ in checks)
+        detail = "; ".join(("✓ " if ok else "✗ ") + text for ok, text in checks)
+        lines.append(f"- {target.label}: **{'met' if met else 'NOT met'}** — {detail}.")
+    return lines
+
+
 def _verdicts(targets: list[Target], samples: dict[str, list[Sample]]) -> list[str]:
     lines = []
     for target in targets:
@@ -271,7 +342,8 @@ def write(
         "scenarios, whose CPU makes the ratios, are measured in slices taken in turn (A B C,",
         "A B C, ...) after every target's warm-up, so a burst of the neighbours' load falls on",
         "a slice of each target rather than on one target's whole run; a sliced figure sums",
-        "the slices' requests and CPU, and its p50 is the median slice's, its p99 the worst.",
+        "the slices' requests and CPU; its p50 is the median slice's, its p99 that of all the",
+        "slices' requests together (see the tail section).",
         "A CPU ratio verdict pairs each slice with raw aiohttp's slice of the same turn.",
         "Server CPU per request = utime+stime of the server process (and any children) from",
         "`/proc/<pid>/stat` from before the wrk run until the server is idle after it, over the",
@@ -338,6 +410,22 @@ def write(
         "the same round, seconds apart; rounds separated by `;`.",
         "",
         *_paired_table(targets, samples),
+        "",
+        "### Tail at concurrency 32, and the servers' full garbage collections",
+        "",
+        "p99 and p99.9 of all the requests of a target's c=32 slices together (each wrk run",
+        "reports its latencies from p90 to p99.99 in 0.01 steps; the slices merge on that grid),",
+        "median over rounds with the range in brackets; the ratio is to raw aiohttp's p99 of the",
+        "same round. Full GCs: the server's generation-2 collections during the measured runs of",
+        "every round (`benchmarks/gcwatch.py`, a `gc.callbacks` hook): count, and median / longest",
+        "pause in ms. A full collection stalls every request in flight for its whole duration.",
+        "",
+        *_tail_table(targets, samples),
+        "",
+        f"Goal: p99 at c=32 within {TAIL_GOAL}x raw aiohttp's p99 of the same round (median over",
+        "rounds), plain and streamed:",
+        "",
+        *_tail_verdicts(targets, samples),
         "",
         "### Goal: CPU/request <= 1.5x raw aiohttp (plain and stream, c=32), added chunk delay",
         "p99 < 1 ms, RSS <= 100 MB. A CPU verdict takes the median of the paired slices' ratios",

@@ -49,15 +49,18 @@ class Live:
     port: int
     server: Server | None
     pid: int
+    gc_log: Path | None = None  # benchmarks.gcwatch's log of the server's full collections
     sample: Sample = field(default_factory=Sample)
     load: ForeignLoad = field(default_factory=ForeignLoad)
 
 
 def _wrk_detail(result: measure.WrkResult) -> str:
     cpu = f"{result.cpu_ms_per_request:.2f}" if result.cpu_ms_per_request else "-"
+    gcs = result.full_gcs_ms
+    gc_text = f"  full GCs {len(gcs)} (max {max(gcs, default=0):.0f} ms)" if gcs is not None else ""
     return (
         f"{result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
-        f"  cpu {cpu} ms/req  errors {result.errors}"
+        f"  p99.9 {result.p999_ms:7.2f} ms  cpu {cpu} ms/req  errors {result.errors}{gc_text}"
     )
 
 
@@ -68,7 +71,7 @@ def _wrk(scenario: str, live: Live, seconds: float, *, measured: bool) -> measur
     result = measure.run_wrk(
         live.target.url(live.port), measure.chat_body(stream=stream), live.target.auth,
         connections=connections, seconds=seconds, server_pid=live.pid if measured else None,
-        core=CLIENT_CORE,
+        core=CLIENT_CORE, gc_log=live.gc_log if measured else None, vary=live.target.vary,
     )  # fmt: skip
     if measured:
         live.load.stop()
@@ -143,8 +146,8 @@ def run_round(
     mock: Server,
     log_dir: Path,
     args: argparse.Namespace,
-    registered: bool,
-) -> tuple[dict[str, Sample], bool]:
+    registered: set[str],
+) -> dict[str, Sample]:
     """One round: every target's server up at once (pinned to the server core, idle until its
     turn), then each scenario on every target in turn, so that the targets compared in a ratio
     are measured seconds apart, under the same conditions on a shared machine."""
@@ -161,12 +164,14 @@ def run_round(
                 print(f"round {round_no}: {target.label} FAILED to start: {exc}", flush=True)
                 failures[target.key] = Sample(failure=f"{type(exc).__name__}: {exc}")
                 continue
-            lives.append(Live(target, port, server, mock.pid if server is None else server.pid))
-            if target.key.startswith("gateway") and not registered:
+            pid = mock.pid if server is None else server.pid
+            gc_log = None if server is None else gc_log_path(log_dir, target, round_no)
+            lives.append(Live(target, port, server, pid, gc_log))
+            if target.key.startswith("gateway") and target.auth not in registered:
                 if target.auth is None:
                     raise RuntimeError(f"{target.key} has no gateway key")
-                register_provider_key(port, target.auth)
-                registered = True
+                register_provider_key(port, target.auth)  # once per tenant: the store keeps it
+                registered.add(target.auth)
         servers = [live.pid for live in lives if live.server is not None]
         for live in lives:
             live.load = ForeignLoad(idle=[pid for pid in servers if pid != live.pid])
@@ -198,17 +203,23 @@ def run_round(
         for live in lives:
             if live.server is not None:
                 live.server.stop()
-    return {**failures, **{live.target.key: live.sample for live in lives}}, registered
+    return {**failures, **{live.target.key: live.sample for live in lives}}
+
+
+def gc_log_path(log_dir: Path, target: Target, round_no: int) -> Path:
+    return log_dir / f"{target.key}-r{round_no}.gc"
 
 
 def start_target(target: Target, port: int, log_dir: Path, round_no: int) -> Server:
     assert target.argv is not None
     argv = [part.replace("{port}", str(port)) for part in target.argv]
+    gc_log = gc_log_path(log_dir, target, round_no)
+    gc_log.unlink(missing_ok=True)
     return Server.start(
         argv,
         core=SERVER_CORE,
         port=port,
-        env=target.env,
+        env={**target.env, "BENCH_GC_LOG": str(gc_log)},
         log=log_dir / f"{target.key}-r{round_no}.log",
         cwd=Path(__file__).resolve().parent.parent,
         timeout=target.startup_timeout,
@@ -273,10 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             keep = set(args.only.split(","))
             targets = [t for t in targets if t.key in keep]
-        registered = False
+        registered: set[str] = set()
         samples: dict[str, list[Sample]] = {t.key: [] for t in targets}
         for round_no in range(1, args.rounds + 1):
-            measured, registered = run_round(round_no, targets, mock, log_dir, args, registered)
+            measured = run_round(round_no, targets, mock, log_dir, args, registered)
             for key, sample in measured.items():
                 samples[key].append(sample)
         elapsed = time.monotonic() - started

@@ -34,13 +34,15 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     auth: str | None = None
     startup_timeout: float = 30
+    vary: bool = False  # wrk makes every request body unique (a response cache always misses)
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
 def uvicorn_argv(python: str, app: str, loop: str, *, factory: bool) -> list[str]:
-    argv = [python, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}"]
+    """uvicorn through ``benchmarks.gcwatch``, which logs the server's full collections."""
+    argv = [python, "-m", "benchmarks.gcwatch", app, "--host", "127.0.0.1", "--port", "{port}"]
     argv += ["--no-access-log", "--loop", loop, "--http", "httptools", "--log-level", "warning"]
     return [*argv, "--factory"] if factory else argv
 
@@ -91,15 +93,42 @@ def gateway_targets(loop: str, upstream: str, tmp: Path) -> list[Target]:
     }
     out = _run([python, "-m", "byok_middleware", "tenant", "create", "bench"], env)
     gateway_key = out.strip().splitlines()[-1]
+    # A second tenant with a budget, for the target with budgets, cache and metrics on.
+    out = _run([python, "-m", "byok_middleware", "tenant", "create", "bench-features"], env)
+    features_key = out.strip().splitlines()[-1]
+    _run(
+        [python, "-m", "byok_middleware", "tenant", "policy", "bench-features",
+         "--budget", "1000000", "--period", "month"],
+        env,
+    )  # fmt: skip
+    features_env = {**env, "BYOK_CACHE": "exact", "BYOK_METRICS": "true"}
     argv = uvicorn_argv(python, "benchmarks.gateway_app:create", loop, factory=True)
+    serve = uvicorn_argv(python, "byok_middleware.serving:create_app", loop, factory=True)
     return [
         Target("gateway", "(e) gateway, default upstream client (aiohttp)", argv, env, gateway_key),
         Target(
             "gateway-starlette",
-            "(e*) gateway as `byok-middleware serve` runs it (wrapping a bare Starlette app)",
+            "(e*) gateway as `byok-middleware serve` runs it (its own app, heap frozen after "
+            "start-up)",
+            serve,
+            env,
+            gateway_key,
+        ),
+        Target(
+            "gateway-starlette-nofreeze",
+            "(e*-) the same without the freeze (BYOKMiddleware around a bare Starlette app)",
             uvicorn_argv(python, "benchmarks.gateway_app:create_serve", loop, factory=True),
             env,
             gateway_key,
+        ),
+        Target(
+            "gateway-features",
+            "(e*+) (e*) with a tenant budget, the exact response cache (every request a miss) "
+            "and Prometheus metrics on",
+            serve,
+            features_env,
+            features_key,
+            vary=True,
         ),
         Target(
             "gateway-httpx-aiohttp",
