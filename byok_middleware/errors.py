@@ -139,3 +139,11 @@ class UpstreamUnavailable(BYOKError):
     status_code = 502
     error_type = "upstream_unavailable"
     default_code = "upstream_unavailable"
+
+
+class ClientDisconnected(BYOKError):
+    """The client left before the answer began; the upstream call was cancelled (ledger: 499)."""
+
+    status_code = 499
+    error_type = "client_disconnected"
+    default_code = "client_disconnected"

@@ -145,7 +145,15 @@ def _json_endpoint(spec: JsonEndpoint) -> EndpointHandler:
     async def handle(gateway: Gateway, call: Call, incoming: Incoming) -> None:
         body = await json_body(incoming.receive, gateway.config.max_body_bytes)
         control = cache_control(incoming.scope) if spec.cacheable else CacheControl.DEFAULT
-        await run_json(spec, gateway, call, body, incoming.send, cache_control=control)
+        await run_json(
+            spec,
+            gateway,
+            call,
+            body,
+            incoming.send,
+            receive=incoming.receive,
+            cache_control=control,
+        )
 
     return handle
 

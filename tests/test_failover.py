@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -401,3 +403,20 @@ def test_a_json_answer_to_a_stream_request_is_replayed_once(
     assert text == "In one piece."
     assert chunks[-1]["xantly_metadata"]["cost_usd"] > 0
     assert len(fake.requests_for("openai")) == 1
+
+
+def test_a_client_leaving_before_the_answer_cancels_the_upstream_call(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
+    """A client that gives up while the provider is still thinking is noticed at once: the
+    upstream call is cancelled (not held to the upstream timeout) and recorded as a 499."""
+    fake.script("openai", Scripted(delay=8))
+    with gateway.client("acme") as http, contextlib.suppress(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json=CHAT, timeout=0.5)
+    deadline = time.monotonic() + 3
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not rows:
+        with gateway.client("acme") as http:
+            rows = http.get("/v1/byok/requests").json()["data"]
+        time.sleep(0.1)
+    assert [row["status_code"] for row in rows] == [499]

@@ -21,7 +21,7 @@ from byok_middleware.providers import anthropic
 from byok_middleware.providers.specs import PROVIDERS, WireFormat
 from byok_middleware.proxy.cached import CacheTap, cache_header, serve_hit
 from byok_middleware.proxy.pipeline import JSON_HEADERS, answer, read_json
-from byok_middleware.proxy.relay import relay_json_as_stream, relay_stream
+from byok_middleware.proxy.relay import forward_watching, relay_json_as_stream, relay_stream
 from byok_middleware.proxy.rewriters import (
     AnthropicChunks,
     ChatChunkRewriter,
@@ -110,7 +110,9 @@ async def handle_chat(
             payloads[model] = _openai_body(body, model, stream=stream)
         return payloads[model], dict(JSON_HEADERS)
 
-    forwarded = await gateway.forward(call, path="/chat/completions", build=build, stream=stream)
+    forwarded = await forward_watching(
+        receive, gateway.forward(call, path="/chat/completions", build=build, stream=stream)
+    )
     headers = _rate_limit_headers(forwarded.response.headers) if native else None
     if stream and _is_json(forwarded.response.headers.get("content-type", "")):
         # The provider answered a stream request in one piece: replay it as a stream.

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from byok_middleware.asgi import Send, dumps, loads, send_bytes
+from byok_middleware.asgi import Receive, Send, dumps, loads, send_bytes
 from byok_middleware.cache import CacheControl, CacheMode, status_header
 from byok_middleware.errors import InvalidRequest, UpstreamUnavailable
 from byok_middleware.gateway import Call, Forwarded, Gateway
@@ -30,6 +30,7 @@ from byok_middleware.pricing import Usage, usage_from_openai
 from byok_middleware.providers.specs import Endpoint
 from byok_middleware.proxy.cached import cache_header, serve_hit
 from byok_middleware.proxy.metadata import call_metadata
+from byok_middleware.proxy.relay import forward_watching
 
 __all__ = [
     "JSON_HEADERS",
@@ -193,9 +194,11 @@ async def run_json(
     body: dict[str, Any],
     send: Send,
     *,
+    receive: Receive | None = None,
     cache_control: CacheControl = CacheControl.DEFAULT,
 ) -> None:
-    """Serve one JSON endpoint call described by ``spec`` (see the module docstring)."""
+    """Serve one JSON endpoint call described by ``spec`` (see the module docstring); with
+    ``receive``, a client that leaves before the answer cancels the upstream call."""
     if body.get("model") is None:
         spec.default_model(gateway, call)
     else:
@@ -212,7 +215,8 @@ async def run_json(
     def build(candidate: Candidate) -> tuple[bytes, dict[str, str]]:
         return dumps(spec.payload(body, call)), dict(JSON_HEADERS)
 
-    forwarded = await gateway.forward(call, path=spec.endpoint.value, build=build)
+    forwarding = gateway.forward(call, path=spec.endpoint.value, build=build)
+    forwarded = await (forwarding if receive is None else forward_watching(receive, forwarding))
     raw, data = await read_json(forwarded)
     changed = spec.rewrite(body, data, call) if spec.rewrite is not None else False
     usage = spec.usage(body, data, call)

@@ -29,6 +29,7 @@ import httpx
 from byok_middleware.asgi import Receive, Send
 from byok_middleware.cache.entry import CacheEntry
 from byok_middleware.cache.stream import replay_as_sse
+from byok_middleware.errors import ClientDisconnected
 from byok_middleware.gateway import Call, Forwarded, Gateway
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.proxy.metadata import CallMetadata, call_metadata
@@ -37,6 +38,7 @@ from byok_middleware.proxy.sse import SSESplitter
 
 __all__ = [
     "SSE_HEADERS",
+    "forward_watching",
     "relay_json_as_stream",
     "relay_stream",
     "run_until_disconnect",
@@ -80,6 +82,35 @@ async def run_until_disconnect(receive: Receive, relay: Awaitable[None]) -> bool
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
     return False
+
+
+async def forward_watching(receive: Receive, forwarding: Awaitable[Forwarded]) -> Forwarded:
+    """``forwarding`` (a ``Gateway.forward``), cancelled the moment the client leaves: the
+    upstream connection is released at once instead of at the upstream timeout. Raises
+    ``ClientDisconnected`` (recorded as a 499) then. The request body must be read already."""
+    task = asyncio.ensure_future(forwarding)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        forwarded = await task
+        await forwarded.response.aclose()  # it answered just as the client left
+    raise ClientDisconnected("the client left before the answer began")
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Ending:
