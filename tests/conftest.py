@@ -29,11 +29,13 @@ def fake_session() -> Iterator[FakeUpstream]:
 def fake(fake_session: FakeUpstream) -> Iterator[FakeUpstream]:
     """The fake upstream, reset for each test."""
     fake_session.clear()
+    anthropic_usage = dict(fake_session.anthropic_usage)  # a test may change it: put it back
     fake_session.chunk_delay = 0.0
     fake_session.stream_chunks = 5
     fake_session.default_usage = {"prompt_tokens": 100, "completion_tokens": 20}
     yield fake_session
     fake_session.clear()
+    fake_session.anthropic_usage = anthropic_usage
 
 
 def make_tenant(db_path: Path, name: str) -> str:
