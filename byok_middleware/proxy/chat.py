@@ -114,27 +114,7 @@ async def handle_chat(
         receive, gateway.forward(call, path="/chat/completions", build=build, stream=stream)
     )
     headers = _rate_limit_headers(forwarded.response.headers) if native else None
-    if stream and _is_json(forwarded.response.headers.get("content-type", "")):
-        # The provider answered a stream request in one piece: replay it as a stream.
-        raw, data = await read_json(forwarded)
-        if native:
-            data = anthropic.to_chat_completion(
-                data,
-                model=str(data.get("model") or call.model),
-                created=int(time.time()),
-                json_mode=json_mode,
-            )
-        await relay_json_as_stream(
-            gateway,
-            call,
-            forwarded,
-            data,
-            send=send,
-            include_usage=include_usage,
-            extra_headers=(headers or []) + also,
-        )
-        return
-    if stream:
+    if stream and not _is_json(forwarded.response.headers.get("content-type", "")):
         field = gateway.config.metadata_field
         rewriter: StreamRewriter
         if native:
@@ -182,6 +162,18 @@ async def handle_chat(
             created=int(time.time()),
             json_mode=json_mode,
         )
+    if stream:
+        # The provider answered a stream request in one piece: replay it as a stream.
+        await relay_json_as_stream(
+            gateway,
+            call,
+            forwarded,
+            data,
+            send=send,
+            include_usage=include_usage,
+            extra_headers=(headers or []) + also,
+        )
+        return
     usage = usage_from_openai(data.get("usage"), provider=call.provider)
     cost = gateway.cost(call, usage)
     stored = {k: v for k, v in data.items()} if keep else None  # before the metadata goes in
