@@ -24,7 +24,6 @@ import pytest
 from byok_middleware import BYOKConfig, BYOKMiddleware, SQLiteStore, create_tenant
 from byok_middleware.asgi import Receive, Scope, Send
 from byok_middleware.crypto import generate_master_key
-
 from byok_middleware.storage.base import UsageRecord
 from byok_middleware.testing import FakeUpstream
 from tests.servers import ServerThread
