@@ -87,30 +87,38 @@ async def run_until_disconnect(receive: Receive, relay: Awaitable[None]) -> bool
 async def forward_watching(receive: Receive, forwarding: Awaitable[Forwarded]) -> Forwarded:
     """``forwarding`` (a ``Gateway.forward``), cancelled the moment the client leaves: the
     upstream connection is released at once instead of at the upstream timeout. Raises
-    ``ClientDisconnected`` (recorded as a 499) then. The request body must be read already."""
-    task = asyncio.ensure_future(forwarding)
-    watcher = asyncio.ensure_future(_disconnected(receive))
+    ``ClientDisconnected`` (recorded as a 499) then. The request body must be read already.
+
+    One watcher task listens for the disconnect and cancels this task; the forward itself runs
+    here, with no task of its own.
+    """
+    current = asyncio.current_task()
+    if current is None:
+        return await forwarding
+    left = asyncio.Event()
+    watcher = asyncio.ensure_future(_watch(receive, current, left))
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await forwarding
     except asyncio.CancelledError:
-        task.cancel()
-        raise
+        if not left.is_set():
+            raise  # cancelled from outside, not by the client leaving
+        current.uncancel()
+        raise ClientDisconnected("the client left before the answer began") from None
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-    if task in done:
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        forwarded = await task
-        await forwarded.response.aclose()  # it answered just as the client left
-    raise ClientDisconnected("the client left before the answer began")
 
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def _watch(receive: Receive, task: asyncio.Task[Any], left: asyncio.Event) -> None:
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        left.set()
+        task.cancel()
+        return
+    # After the body a server only ever says "http.disconnect"; a caller whose receive answers
+    # anything else cannot tell us, so stop listening rather than spin.
+    await asyncio.Future()
 
 
 class _Ending:
