@@ -176,6 +176,11 @@ def test_usage_totals_show_hits_and_savings(cached: Gateway) -> None:
     assert usage["total"]["saved_usd"] == pytest.approx(2 * GPT4O_COST)
     groups = {row["group"]: row for row in usage["data"]}
     assert groups["cache"]["requests"] == 2 and groups["cache"]["cost_usd"] == 0
+    with cached.client("acme") as http:
+        rows = http.get("/v1/byok/requests").json()["data"]
+    hits = [row for row in rows if row["cache_hit"]]
+    # The hit's own row: no upstream attempt, and nothing flagged by the ledger's cleaner.
+    assert [(row["attempts"], row["error_type"]) for row in hits] == [(0, None), (0, None)]
 
 
 def test_embeddings_are_cached_exactly(cached: Gateway, fake: FakeUpstream) -> None:

@@ -53,7 +53,7 @@ _TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens")
 _COUNTS = (
     *((name, 0, MAX_TOKENS) for name in _TOKENS),
     ("status_code", 0, 999),
-    ("attempts", 1, 1000),
+    ("attempts", 0, 1000),  # 0: answered without an upstream attempt (a cache hit)
 )
 _FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -124,7 +124,7 @@ def _is_clean(row: UsageRecord) -> bool:
         and type(row.status_code) is int
         and 0 <= row.status_code <= 999
         and type(row.attempts) is int
-        and 1 <= row.attempts <= 1000
+        and 0 <= row.attempts <= 1000
         and type(latency) is float
         and 0.0 <= latency <= _MAX_MS
         and (ttft is None or (type(ttft) is float and 0.0 <= ttft <= _MAX_MS))
