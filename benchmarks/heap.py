@@ -29,6 +29,11 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from byok_middleware import BYOKMiddleware
+    from byok_middleware.gateway import Gateway
 
 
 def tracked() -> int:
@@ -63,7 +68,7 @@ def claim(roots: Iterable[tuple[str, object, bool]]) -> collections.Counter[str]
     return counts
 
 
-def roots(middleware: object, gateway: object) -> list[tuple[str, object, bool]]:
+def roots(middleware: BYOKMiddleware, gateway: Gateway) -> list[tuple[str, object, bool]]:
     """The gateway's runtime data first (price data, catalogue, router, the rest), then the
     code and module-level data of every imported package, grouped by top-level name."""
     found: list[tuple[str, object, bool]] = [
@@ -91,7 +96,7 @@ async def census(requests: int, top: int) -> None:
 
     gc.collect()
     steps.append(("+ uvicorn, starlette", tracked()))
-    from benchmarks.inproc import REQUEST, _StubUpstream
+    from benchmarks.inproc import REQUEST, _StubUpstream, receiver
     from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
     from byok_middleware.asgi import Message
     from byok_middleware.gateway.keys import NewKey
@@ -122,14 +127,11 @@ async def census(requests: int, top: int) -> None:
             ],
         }  # fmt: skip
 
-        async def receive() -> Message:
-            return {"type": "http.request", "body": REQUEST, "more_body": False}
-
         async def send(message: Message) -> None:
             return None
 
         for _ in range(200):
-            await middleware(scope, receive, send)
+            await middleware(scope, receiver(REQUEST), send)
         await gateway.ledger.flush()
         gc.collect()
         steps.append(("after 200 warm-up requests", tracked()))
@@ -145,7 +147,7 @@ async def census(requests: int, top: int) -> None:
         gc.callbacks.append(watch)
         blocks = sys.getallocatedblocks()
         for _ in range(requests):
-            await middleware(scope, receive, send)
+            await middleware(scope, receiver(REQUEST), send)
         await gateway.ledger.flush()
         gc.callbacks.remove(watch)
         grown = sys.getallocatedblocks() - blocks

@@ -65,6 +65,22 @@ class _StubUpstream:
         return None
 
 
+def receiver(body: bytes) -> Receive:
+    """A request's ``receive`` as a server gives it: the body once, then nothing until the
+    client leaves (here: never), so a disconnect watcher waits instead of spinning."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Future()  # cancelled when the request ends
+        raise RuntimeError("unreachable")
+
+    return receive
+
+
 async def _host(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("the host app is not reached in this benchmark")
 
@@ -94,9 +110,6 @@ async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -
         }
         statuses: list[int] = []
 
-        async def receive() -> Message:
-            return {"type": "http.request", "body": REQUEST, "more_body": False}
-
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 statuses.append(message["status"])
@@ -104,7 +117,7 @@ async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -
         async def batch() -> float:
             started = time.process_time()
             for _ in range(requests):
-                await middleware(scope, receive, send)
+                await middleware(scope, receiver(REQUEST), send)
             await gateway.ledger.flush()
             return (time.process_time() - started) / requests * 1e6
 
