@@ -127,13 +127,18 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "serve needs uvicorn: pip install 'byok_middleware[fastapi]'"
         ) from None
-    from starlette.applications import Starlette
-
-    from byok_middleware.middleware import BYOKMiddleware
-
-    app = BYOKMiddleware(Starlette(), config=config)
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    # A factory, so every worker builds its own gateway after the fork (byok_middleware.serving).
     # A start-up failure (an unreachable store) is logged once by uvicorn, which exits 3.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        "byok_middleware.serving:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
     return 0
 
 
@@ -213,6 +218,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (default: 1)"
+    )
 
     fake = commands.add_parser(
         "fake-upstream",
