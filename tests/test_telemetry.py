@@ -175,6 +175,7 @@ def test_metrics_sum_across_worker_processes(tmp_path: Path) -> None:
             token = observer.request_started(start)
             end = RequestEnd(200, 5.0, 1, "openai", "m", cost_usd=Decimal("0.5"))
             observer.request_finished(token, end)
+        observer.flush()  # what a gateway does at shutdown
         """
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
@@ -226,8 +227,7 @@ def test_tracing_without_an_sdk_is_a_no_op() -> None:
     raises nothing."""
     observer = TracingObserver(trace.NoOpTracerProvider())
     _run(observer)
-    token = observer.request_started(START)
-    assert not token[0].is_recording()  # type: ignore[index]
+    assert observer.request_started(START) is None  # nothing to carry: no child spans either
 
 
 def test_log_lines_name_the_request_and_the_reasons(caplog: pytest.LogCaptureFixture) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from byok_middleware.errors import ConfigurationError
 from byok_middleware.storage.base import AdminStore, UsageRecord
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from byok_middleware.gateway.calls import Call, Candidate
     from byok_middleware.storage.base import KeyStore
     from byok_middleware.telemetry.alerts import WebhookNotifier
+    from byok_middleware.telemetry.metrics import PrometheusObserver
+    from byok_middleware.telemetry.tracing import TracingObserver
 
 __all__ = ["Telemetry", "build_telemetry"]
 
@@ -49,23 +51,30 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
 class Telemetry:
     """The engine's observers as one, with the registry and notifier they own."""
 
-    __slots__ = ("notifier", "observer", "registry", "tracing")
+    __slots__ = ("metrics", "notifier", "observer", "registry", "tracer")
 
     def __init__(
         self,
         observer: Observer,
         *,
-        registry: Any = None,
+        metrics: PrometheusObserver | None = None,
         notifier: WebhookNotifier | None = None,
-        tracing: bool = False,
+        tracer: TracingObserver | None = None,
     ) -> None:
         self.observer = observer
-        self.registry = registry  # prometheus_client.CollectorRegistry when BYOK_METRICS is on
+        self.metrics = metrics
+        # prometheus_client.CollectorRegistry when BYOK_METRICS is on (``/byok/metrics``).
+        self.registry = metrics.registry if metrics is not None else None
         self.notifier = notifier
-        self.tracing = tracing  # whether a client's W3C trace headers are worth reading
+        self.tracer = tracer  # its ``active``: whether a client's trace headers are worth reading
 
     def __repr__(self) -> str:
         return f"Telemetry({self.observer!r})"
+
+    @property
+    def tracing(self) -> bool:
+        """Whether BYOK_TRACING put a tracing observer in (active or not: see its ``active``)."""
+        return self.tracer is not None
 
     def start(
         self,
@@ -77,7 +86,7 @@ class Telemetry:
     ) -> None:
         """A proxied request arrived (``model`` as requested, when the body is already read)."""
         trace: dict[str, str] = {}
-        if self.tracing:
+        if self.tracer is not None and self.tracer.active:
             for name, value in headers:
                 if name in _TRACE_HEADERS:
                     trace[name.decode("latin-1")] = value.decode("latin-1")
@@ -163,7 +172,10 @@ class Telemetry:
         self.observer.key_event(event)
 
     async def aclose(self) -> None:
-        """Let webhook deliveries in flight finish (a few seconds at most)."""
+        """Flush the metrics' last counts; let webhook deliveries in flight finish (a few
+        seconds at most)."""
+        if self.metrics is not None:
+            self.metrics.flush()
         if self.notifier is not None:
             await self.notifier.aclose()
 
@@ -173,7 +185,7 @@ def build_telemetry(
 ) -> Telemetry:
     """The observers ``config`` turns on, plus ``extra`` (a host's own)."""
     members: list[Observer] = []
-    registry = None
+    metrics = tracer = None
     if config.metrics:
         try:
             from byok_middleware.telemetry.metrics import PrometheusObserver
@@ -183,17 +195,15 @@ def build_telemetry(
                 "`pip install 'byok_middleware[telemetry]'`"
             ) from None
         metrics = PrometheusObserver(tenant_label=config.metrics_tenant_label)
-        registry = metrics.registry
         members.append(metrics)
-    tracing = False
     if config.tracing:
         try:
             from byok_middleware.telemetry.tracing import TracingObserver
         except ImportError:
             pass  # no opentelemetry-api means no SDK either: the spans would go nowhere
         else:
-            members.append(TracingObserver())
-            tracing = True
+            tracer = TracingObserver()
+            members.append(tracer)
     # The health WARNINGs are what an operator acts on: always on; the INFO line is optional.
     members.append(LogObserver(json=config.log_format == "json", request_lines=config.request_log))
     notifier = None
@@ -204,4 +214,4 @@ def build_telemetry(
         members.append(notifier)
     if extra is not None:
         members.append(extra)
-    return Telemetry(Observers(members), registry=registry, notifier=notifier, tracing=tracing)
+    return Telemetry(Observers(members), metrics=metrics, notifier=notifier, tracer=tracer)

@@ -43,13 +43,32 @@ class TracingObserver:
     """Spans per request and per upstream attempt (see the module doc)."""
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        # A provider given is used as is; else the host's global one, once it is an SDK's.
+        self._active = tracer_provider is not None
+        self._recheck = 0.0
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self._tracer = provider.get_tracer("byok_middleware")
 
     def __repr__(self) -> str:
         return "TracingObserver()"
 
+    @property
+    def active(self) -> bool:
+        """False while no SDK is set up (the API's proxy provider): spans would go nowhere.
+        Re-checked at most once a second (the API's check reads the environment), so an SDK
+        the host installs after start-up is used from then on."""
+        if self._active:
+            return True
+        now = time.monotonic()
+        if now >= self._recheck:
+            self._recheck = now + 1.0
+            provider = trace.get_tracer_provider()
+            self._active = not isinstance(provider, trace.ProxyTracerProvider)
+        return self._active
+
     def request_started(self, start: RequestStart) -> object:
+        if not self.active:
+            return None  # the cost of tracing without an SDK: this check
         operation = OPERATIONS.get(start.route, start.route.strip("/").replace("/", "."))
         context = None
         if not trace.get_current_span().get_span_context().is_valid and start.trace_headers:
@@ -65,6 +84,9 @@ class TracingObserver:
                 "byok.route": start.route,
             },
         )
+        if not span.is_recording():
+            # No SDK (or a sampler that dropped the trace): no child spans, no attributes.
+            return None
         return (span, operation, start.model)
 
     def attempt_finished(self, token: object, attempt: AttemptResult) -> None:
