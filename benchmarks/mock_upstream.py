@@ -3,7 +3,9 @@
 ``POST .../chat/completions`` answers plain JSON with usage, or (``"stream": true``) SSE with 20
 chunks, a usage chunk and ``[DONE]``. A per-chunk delay comes from the ``x-mock-chunk-delay-ms``
 header, the ``delay_ms`` query parameter or a ``"mock_chunk_delay_ms"`` body field (body fields
-reach the mock through every target). With a delay, each content chunk carries its send time
+reach the mock through every target). A key whose ``Authorization`` header contains ``flaky``
+is answered 503 on every tenth request made with it (the soak's failovers). With a delay, each
+content chunk carries its send time
 (``time.monotonic_ns()``, system-wide) as its text, so a client can tell upstream spacing from the
 delay a proxy adds.
 
@@ -97,6 +99,12 @@ _NOT_FOUND = (
     b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 )
 _OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b'content-length: 58\r\n\r\n{"error":{"message":"overloaded","type":"server_error"}}  '
+)
+FLAKY_EVERY = 10
+_flaky_calls: dict[bytes, int] = {}
 
 
 def _delay_ms(url: bytes, header: bytes | None, body: bytes) -> float:
@@ -120,6 +128,7 @@ class MockProtocol(asyncio.Protocol):
         self.url = b""
         self.body: list[bytes] = []
         self.delay_header: bytes | None = None
+        self.auth = b""
         self.busy: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,14 +148,17 @@ class MockProtocol(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
-        self.url, self.body, self.delay_header = b"", [], None
+        self.url, self.body, self.delay_header, self.auth = b"", [], None, b""
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"x-mock-chunk-delay-ms":
+        lowered = name.lower()
+        if lowered == b"x-mock-chunk-delay-ms":
             self.delay_header = value
+        elif lowered == b"authorization":
+            self.auth = value
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -159,6 +171,13 @@ class MockProtocol(asyncio.Protocol):
         path = self.url.split(b"?", 1)[0]
         if path.endswith(b"/chat/completions") and self.parser.get_method() == b"POST":
             body = b"".join(self.body)
+            if b"flaky" in self.auth:
+                calls = _flaky_calls[self.auth] = _flaky_calls.get(self.auth, 0) + 1
+                if calls % FLAKY_EVERY == 0:
+                    transport.write(_UNAVAILABLE)
+                    if not keep_alive:
+                        transport.close()
+                    return
             if _STREAM_RE.search(body):
                 delay = _delay_ms(self.url, self.delay_header, body)
                 if delay > 0:
