@@ -5,6 +5,9 @@ hands the answer to :meth:`ResponseCache.store`. The cache never decides who pay
 never raises on its own account during a request: an entry that cannot be opened (a master key
 gone from the keyring, tampering) is dropped and counts as a miss, and an embedding that cannot be
 made leaves the request to the exact layer.
+
+A repeated exact request is answered from the hot layer (``cache/hot.py``) when it can be: no
+backend read, no decryption, no canonical JSON, and the answer's JSON already written.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from byok_middleware.cache.backend import BackendUsage, CacheBackend, StoredEntry
 from byok_middleware.cache.entry import (
     CacheEntry,
@@ -28,6 +33,7 @@ from byok_middleware.cache.entry import (
     seal_entry,
     seal_vector,
 )
+from byok_middleware.cache.hot import HotEntries, KeyMemo, body_digest
 from byok_middleware.cache.keys import CacheKind, RequestKeys, request_keys
 from byok_middleware.cache.semantic import (
     Embedder,
@@ -40,6 +46,7 @@ from byok_middleware.cache.stream import as_completion, replay_as_sse
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.crypto import DecryptionError, Keyring
 from byok_middleware.errors import ConfigurationError
+from byok_middleware.jsoncodec import dumps
 
 __all__ = ["CacheMetrics", "CacheSizes", "Hit", "ResponseCache"]
 
@@ -48,15 +55,18 @@ logger = logging.getLogger("byok_middleware.cache")
 _SYNC_PAGE = 512
 _SYNC_INLINE_PAGES = 2  # a lookup waits for at most this much catching up; the rest runs behind
 _VECTOR_MEMO = 1024
+_KEY_MEMO = 4096
 
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A stored answer for this request; ``similarity`` is None for an exact hit."""
+    """A stored answer for this request; ``similarity`` is None for an exact hit. ``json`` is
+    the answer's JSON when the hot layer has it written already."""
 
     entry: CacheEntry
     key: str
     similarity: float | None = None
+    json: bytes | None = field(default=None, repr=False)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """``x-byok-cache: hit`` and, for a semantic hit, ``x-byok-cache-similarity``."""
@@ -81,7 +91,17 @@ class Hit:
         }
 
     def as_json(self, metadata_field: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """The answer with ``metadata``; shares nested values with the entry: read, never write."""
         return as_completion(self.entry, metadata_field, metadata)
+
+    def json_body(self, metadata_field: str, metadata: Mapping[str, Any]) -> bytes:
+        """``as_json`` written as JSON: the stored answer's bytes with the metadata spliced in
+        as the last member (the answer never holds ``metadata_field``: ``store`` strips it)."""
+        answer = self.json if self.json is not None else orjson.dumps(self.entry.response)
+        member = orjson.dumps(metadata_field) + b":" + dumps(dict(metadata))
+        if answer == b"{}":
+            return b"{" + member + b"}"
+        return answer[:-1] + b"," + member + b"}"
 
     def as_sse(
         self, include_usage: bool, metadata_field: str, metadata: Mapping[str, Any]
@@ -102,6 +122,7 @@ class CacheMetrics:
     evicted: int = 0  # by size or expiry, during stores
     dropped: int = 0  # entries that could not be opened (e.g. their master key is gone)
     embed_failures: int = 0
+    hot_hits: int = 0  # exact hits answered by the hot layer (counted in exact_hits too)
     saved_usd: Decimal = field(default_factory=Decimal)
 
 
@@ -141,6 +162,12 @@ class ResponseCache:
         if index is None and self.settings.mode is CacheMode.SEMANTIC:
             self._index = SemanticIndex()  # fails at start-up, not per request, without the extra
         self._vectors: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._hot = HotEntries(
+            seconds=self.settings.hot_seconds,
+            max_entries=self.settings.hot_entries,
+            max_bytes=self.settings.hot_bytes,
+        )
+        self._memo = KeyMemo(_KEY_MEMO if self._hot.enabled else 0)
         self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -219,12 +246,29 @@ class ResponseCache:
             return None
         self.metrics.lookups += 1
         now = self._now()
+        memo_key = self._memo_key(tenant_id, provider, model, kind, body)
+        if memo_key is not None and (key := self._memo.get(memo_key)) is not None:
+            hot = self._hot.get(tenant_id, key, now)
+            if hot is not None and hot.entry.kind == kind:
+                self.metrics.hot_hits += 1
+                return self._hit(hot.entry, key, None, hot.json)
         embedder = embed or self._embedder
         keys = self._keys(tenant_id, provider, model, body, mode, kind, embedder)
+        if memo_key is not None:
+            self._memo.put(memo_key, keys.exact)
+        generation = self._hot.generation(tenant_id)
         row = await self.backend.get(tenant_id, keys.exact, now)
         entry = await self._open(row, kind) if row is not None else None
-        if entry is not None:
-            return self._hit(entry, keys.exact, None)
+        if row is not None and entry is not None:
+            filled = self._hot.fill(
+                tenant_id,
+                keys.exact,
+                entry,
+                now=now,
+                expires_at=row.expires_at,
+                generation=generation,
+            )
+            return self._hit(entry, keys.exact, None, filled.json if filled else None)
         if keys.group is not None and keys.text is not None and embedder is not None:
             hit = await self._semantic_lookup(tenant_id, keys, embedder, now)
             if hit is not None:
@@ -232,13 +276,24 @@ class ResponseCache:
         self.metrics.misses += 1
         return None
 
-    def _hit(self, entry: CacheEntry, key: str, similarity: float | None) -> Hit:
+    def _memo_key(
+        self, tenant_id: str, provider: str, model: str, kind: CacheKind, body: Mapping[str, Any]
+    ) -> tuple[str, str, str, str, bytes] | None:
+        if not self._hot.enabled:
+            return None
+        digest = body_digest(body)
+        return None if digest is None else (tenant_id, provider, model, kind, digest)
+
+    def _hit(
+        self, entry: CacheEntry, key: str, similarity: float | None, json: bytes | None = None
+    ) -> Hit:
         if similarity is None:
             self.metrics.exact_hits += 1
         else:
             self.metrics.semantic_hits += 1
-        self.metrics.saved_usd += entry.cost_usd or Decimal(0)
-        return Hit(entry=entry, key=key, similarity=similarity)
+        if entry.cost_usd:
+            self.metrics.saved_usd += entry.cost_usd
+        return Hit(entry=entry, key=key, similarity=similarity, json=json)
 
     async def _embed(self, tenant_id: str, text: str, embedder: Embedder) -> bytes | None:
         try:
@@ -361,19 +416,32 @@ class ResponseCache:
             else seal_vector(self._keyring, tenant_id, keys.exact, vector),
         )
         self.metrics.evicted += await self.backend.put(row, now)
+        self._hot.discard(tenant_id, keys.exact)  # a refresh: the old answer stops serving here
         self.metrics.stores += 1
         if vector is not None and keys.group is not None and self._index is not None:
             self._index.add(tenant_id, keys.exact, keys.group, vector)
         return True
 
     async def clear_tenant(self, tenant_id: str) -> int:
-        """Remove every entry of ``tenant_id`` (``DELETE /byok/cache``); how many there were."""
+        """Remove every entry of ``tenant_id`` (``DELETE /byok/cache``); how many there were.
+        This process's hot layer forgets the tenant; other replicas' need :meth:`forget` (the
+        engine publishes the clear on its invalidation bus)."""
+        self._hot.drop_tenant(tenant_id)
         removed = await self.backend.clear_tenant(tenant_id)
+        self._hot.drop_tenant(tenant_id)  # and refuse fills read before the rows went
         if self._index is not None:
             self._index.drop_tenant(tenant_id)
         for memo_key in [k for k in self._vectors if k[0] == tenant_id]:
             del self._vectors[memo_key]
         return removed
+
+    def forget(self, tenant_id: str | None = None) -> None:
+        """Drop the hot layer's entries of ``tenant_id`` (None: of every tenant); the backend
+        is untouched. For a clear made by another replica, or a bus that may have missed one."""
+        if tenant_id is None:
+            self._hot.clear()
+        else:
+            self._hot.drop_tenant(tenant_id)
 
     async def sizes(self) -> CacheSizes:
         indexed = self._index.sizes() if self._index is not None else {}

@@ -115,6 +115,9 @@ class CacheSettings:
     ``max_bytes`` bounds the sealed bytes of all tenants together (least recently used first out);
     ``lru_touch_seconds`` is how stale an entry's last-use time may get before a hit rewrites it
     (a hit on a SQL backend is then a read, not a write, in the steady state).
+
+    ``hot_seconds``, ``hot_entries`` and ``hot_bytes`` bound the hot layer (``cache/hot.py``):
+    exact entries a lookup opened, kept in this process for at most ``hot_seconds`` (0: none).
     """
 
     mode: CacheMode = CacheMode.OFF
@@ -125,6 +128,9 @@ class CacheSettings:
     lru_touch_seconds: float = 60.0
     semantic_sync_seconds: float = 1.0
     semantic_candidates: int = 8
+    hot_seconds: float = 5.0
+    hot_entries: int = 1024
+    hot_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.ttl_seconds <= 0:
@@ -140,6 +146,8 @@ class CacheSettings:
             raise ConfigurationError("BYOK_CACHE_MAX_BYTES must be positive")
         if self.semantic_candidates < 1:
             raise ConfigurationError("semantic_candidates must be at least 1")
+        if self.hot_seconds < 0 or self.hot_entries < 0 or self.hot_bytes < 0:
+            raise ConfigurationError("hot_seconds, hot_entries and hot_bytes must not be negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CacheSettings:

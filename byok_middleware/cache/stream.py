@@ -10,7 +10,6 @@ serve a streamed hit and the reverse.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -125,8 +124,9 @@ class StreamAssembler:
 def as_completion(
     entry: CacheEntry, metadata_field: str, metadata: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """A hit as a plain JSON body: the stored answer with this request's metadata."""
-    body = copy.deepcopy(dict(entry.response))
+    """A hit as a plain JSON body: the stored answer with this request's metadata. A shallow
+    copy (the metadata is a top-level member): nested values are the entry's, to read only."""
+    body = dict(entry.response)
     body[metadata_field] = dict(metadata)
     return body
 

@@ -8,6 +8,11 @@ other, and the ledger row of a hit (attribution ``cache``, cost 0, the original'
 
 A hit consumes no budget and no rate limit and never changes which key would pay for a miss:
 the lookup runs before planning, and a miss continues down the ordinary path.
+
+A tenant's ``DELETE /byok/cache`` is published on the gateway's invalidation bus, so every
+replica's hot layer (opened entries kept for a few seconds, ``cache/hot.py``) forgets the tenant
+(``forget``, called from ``Gateway._on_invalidation``). With the in-process bus other replicas
+do not hear it: they stop serving what they hold within ``hot_seconds``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from byok_middleware.gateway.calls import Call, Candidate
 from byok_middleware.jsoncodec import dumps, loads
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.providers.specs import Endpoint
+from byok_middleware.shared import EVERY_TENANT
 from byok_middleware.storage.base import UsageRecord
 
 if TYPE_CHECKING:
@@ -59,6 +65,18 @@ class CacheStep:
     def __init__(self, gateway: Gateway, cache: ResponseCache) -> None:
         self._gateway = gateway
         self.cache = cache
+
+    async def clear(self, tenant_id: str) -> int:
+        """``DELETE /byok/cache``: the tenant's entries go here and, through the bus, from every
+        replica's hot layer; how many entries the backend held."""
+        removed = await self.cache.clear_tenant(tenant_id)
+        await self._gateway.bus.publish(tenant_id)
+        return removed
+
+    def forget(self, tenant_id: str) -> None:
+        """The bus said ``tenant_id`` changed (or, for ``EVERY_TENANT``, that it may have missed
+        changes): drop what the hot layer holds of it."""
+        self.cache.forget(None if tenant_id == EVERY_TENANT else tenant_id)
 
     async def mode(self, tenant_id: str) -> CacheMode:
         """The tenant's mode: its policy's ``cache`` field, else the operator's ``BYOK_CACHE``."""

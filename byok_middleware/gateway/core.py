@@ -287,6 +287,8 @@ class Gateway:
 
     def _on_invalidation(self, tenant_id: str) -> None:
         # Another replica (or this one) changed the tenant's keys: reload them on next use.
+        if self.cache is not None:
+            self.cache.forget(tenant_id)  # a cache clear: the hot layer's opened entries go
         if tenant_id != EVERY_TENANT:
             self.keys.invalidate(tenant_id)
             self.spend.forget(tenant_id)  # its policy may have changed too

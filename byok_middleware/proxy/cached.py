@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from byok_middleware.asgi import Scope, Send, dumps, raw_header, send_bytes
+from byok_middleware.asgi import Scope, Send, raw_header, send_bytes
 from byok_middleware.cache import CacheControl, Hit, StreamAssembler, parse_control
 from byok_middleware.gateway import Call, Gateway
 from byok_middleware.pricing import Usage
@@ -37,7 +37,7 @@ def cache_header(value: str | None) -> list[tuple[bytes, bytes]]:
 async def clear_cache(gateway: Gateway, incoming: Incoming) -> None:
     """``DELETE /byok/cache``: every entry of the calling tenant goes (204), cache on or off."""
     if gateway.cache is not None:
-        await gateway.cache.cache.clear_tenant(incoming.tenant_id)
+        await gateway.cache.clear(incoming.tenant_id)
     await send_bytes(incoming.send, 204, b"", content_type=b"application/json")
 
 
@@ -72,7 +72,7 @@ async def serve_hit(
     await send_bytes(
         send,
         200,
-        dumps(hit.as_json(field, meta)),
+        hit.json_body(field, meta),
         content_type=b"application/json",
         extra_raw=[(b"x-byok-cost-usd", b"0"), *headers],
     )
