@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from byok_middleware.cache import CacheBackend, CacheMode, Hit, ResponseCache
 from byok_middleware.cache.backend import MemoryBackend
 from byok_middleware.cache.keys import CacheKind
-from byok_middleware.cache.semantic import EmbeddingUnavailable, ProviderEmbedder
+from byok_middleware.cache.semantic import Embedder, EmbeddingUnavailable, ProviderEmbedder
 from byok_middleware.cache.settings import CacheControl
 from byok_middleware.errors import BYOKError
 from byok_middleware.gateway.calls import Call, Candidate
@@ -80,9 +80,15 @@ class CacheStep:
 
     async def mode(self, tenant_id: str) -> CacheMode:
         """The tenant's mode: its policy's ``cache`` field, else the operator's ``BYOK_CACHE``."""
-        policy = await self._gateway.spend.policy(tenant_id)
+        policy = self._gateway.spend.cached_policy(tenant_id)  # no await in the steady state
+        if policy is False:
+            policy = await self._gateway.spend.policy(tenant_id)
         chosen = getattr(policy, "cache", None) if policy is not None else None
         return CacheMode(chosen) if chosen else self.cache.settings.mode
+
+    def _embedder_for(self, call: Call, mode: CacheMode, kind: CacheKind) -> Embedder | None:
+        # Only the semantic layer embeds: an exact lookup or store builds no embedder.
+        return self.embedder(call) if mode is CacheMode.SEMANTIC and kind == "chat" else None
 
     def embedder(self, call: Call) -> ProviderEmbedder:
         """An embedder paying like any embeddings request of ``call``'s tenant."""
@@ -106,7 +112,7 @@ class CacheStep:
             body,
             mode,
             kind=kind,
-            embed=self.embedder(call) if kind == "chat" else None,
+            embed=self._embedder_for(call, mode, kind),
         )
         return hit, mode
 
@@ -133,7 +139,7 @@ class CacheStep:
                 cost_usd=cost,
                 mode=mode,
                 kind=kind,
-                embed=self.embedder(call) if kind == "chat" else None,
+                embed=self._embedder_for(call, mode, kind),
             )
         except (OSError, ValueError, BYOKError) as exc:
             logger.warning("could not store a cache entry (%s): %s", call.request_id, exc)
