@@ -164,7 +164,7 @@ class AiohttpUpstream:
         *,
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
-        max_connections: int = 512,
+        max_connections: int = 0,
         keepalive: float = 30.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         deadline: float = DEFAULT_DEADLINE,
@@ -182,6 +182,9 @@ class AiohttpUpstream:
         return f"AiohttpUpstream(open={self._session is not None})"
 
     def _open(self) -> aiohttp.ClientSession:
+        # No cap by default (0): each upstream connection serves a request that already holds
+        # a client connection, so a cap only queues requests behind long streams (2,000 open
+        # streams waited up to 57 s for one of 512 slots, benchmarks/streams.py).
         connector = aiohttp.TCPConnector(
             limit=self._max_connections, keepalive_timeout=self._keepalive
         )
