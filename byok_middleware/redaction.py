@@ -169,9 +169,10 @@ class Redactor:
             if len(secret) >= _MIN_ENCODED_SECRET
             for form in _base64_forms(secret)
         }
-        # Any letter case: upper-cased echoes ("SK-ABC…") are the same key to a reader.
+        # Any letter case: upper-cased echoes ("SK-ABC…") are the same key to a reader. Not for
+        # the echoed fragments: a 4-character tail in any case is an ordinary word ("form").
         self._exact = _alternation(whole, re.IGNORECASE)
-        self._fragments = _alternation(parts, re.IGNORECASE)
+        self._fragments = _alternation(parts)
         self._encoded = _alternation(encoded)  # base64 is case-sensitive
 
     def __repr__(self) -> str:
