@@ -10,6 +10,7 @@ day or month announces afresh. With N replicas an owner may hear a threshold up 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -51,14 +52,10 @@ class BudgetAlerts:
         spent = line.limit - max(refusal.remaining, Decimal(0))
         self._announce(call, line, 1.0, spent)
 
-    def settled(self, call: Call, remaining: Decimal) -> None:
-        """A call settled and its tightest budget has ``remaining`` left: check the lines when
-        one may have reached a threshold (never awaits)."""
-        candidate = call.candidate
-        if candidate is None:
-            return
-        policy = self._spend.cached_policy(call.tenant_id)
-        lines = self._spend.lines(policy or None, call.tenant_id, candidate, self._clock())
+    def settled(self, call: Call, remaining: Decimal, lines: Sequence[Line]) -> None:
+        """A call settled on ``lines`` (those it reserved on) and its tightest budget has
+        ``remaining`` left: check the lines when one may have reached a threshold (never
+        awaits)."""
         limited = [line for line in lines if line.limit]
         if not limited or remaining > _NEAR * max(line.limit or 0 for line in limited):
             return  # every line has more than 20% of its limit left

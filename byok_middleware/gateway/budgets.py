@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import secrets
 import time
 import weakref
@@ -50,8 +52,22 @@ HOLD_TTL = 60.0  # seconds a reservation outlives the last heartbeat of its proc
 MAX_FIGURES = 100_000  # figures of past periods are pruned past this many
 
 
+# The last window computed per period type: every call of a period falls in the same one, so
+# it is reused until ``now`` leaves it (period rolled over, or a test's clock moved).
+_WINDOWS: dict[str, tuple[datetime, datetime]] = {}
+
+
 def period_window(period: str, now: datetime) -> tuple[datetime, datetime]:
     """The UTC calendar ``day`` or ``month`` holding ``now``: (start, start of the next)."""
+    window = _WINDOWS.get(period)
+    if window is not None and now.tzinfo is not None and window[0] <= now < window[1]:
+        return window
+    window = _period_window(period, now)
+    _WINDOWS[period] = window
+    return window
+
+
+def _period_window(period: str, now: datetime) -> tuple[datetime, datetime]:
     utc = now.astimezone(UTC)
     day = utc.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "day":
@@ -74,11 +90,13 @@ class Line:
     period: str
     start: datetime
     reset: datetime
+    # The figure's name: one per owner, kind, period type and period. Formatted once here, as
+    # the request path reads it several times per call.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """The figure's name: one per owner, kind, period type and period."""
-        return f"{self.kind}:{self.owner}:{self.period}:{self.start:%Y-%m-%d}"
+    def __post_init__(self) -> None:
+        key = f"{self.kind}:{self.owner}:{self.period}:{self.start:%Y-%m-%d}"
+        object.__setattr__(self, "key", key)
 
     @property
     def label(self) -> str:
@@ -97,14 +115,48 @@ class Refusal:
     remaining: Decimal
 
 
-class Hold:
-    """One call's reservation: the figures it holds ``amount`` on, until settled."""
+class _HoldIds:
+    """Hold ids unique across replicas without drawing randomness per call: a random prefix per
+    process (drawn again in a forked child, which would otherwise share its parent's) and a
+    counter. Redis keeps every replica's holds side by side, so ids must not collide there."""
 
-    __slots__ = ("__weakref__", "amount", "clamped", "id", "keys", "remaining", "settled")
+    def __init__(self) -> None:
+        self._renew()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+_hold_ids = _HoldIds()
+
+
+class Hold:
+    """One call's reservation: the figures it holds ``amount`` on, until settled.
+
+    ``lines`` are the budget lines of the call (kept for the settlement's threshold check, so
+    they are built once per call)."""
+
+    __slots__ = (
+        "__weakref__",
+        "amount",
+        "clamped",
+        "id",
+        "keys",
+        "lines",
+        "remaining",
+        "settled",
+    )
 
     def __init__(self, lines: Sequence[Line], amount: Decimal) -> None:
-        self.id = secrets.token_hex(8)
-        self.keys = tuple(line.key for line in lines)
+        self.id = _hold_ids.next()
+        self.lines = tuple(lines)
+        self.keys = tuple([line.key for line in self.lines])
         self.amount = amount
         # What the tightest limited line had left once this hold was taken (the response
         # header); None when no line has a limit.
@@ -240,7 +292,10 @@ class MemoryBudgets:
     async def reserve(
         self, hold: Hold, lines: Sequence[Line], seed: Seed
     ) -> Refusal | Decimal | None:
-        figures = [await self._figure(line, seed) for line in lines]
+        figures: list[_Figure] = []
+        for line in lines:
+            figure = self._figures.get(line.key)  # seeded already: no coroutine to await
+            figures.append(figure if figure is not None else await self._figure(line, seed))
         # From here to the return there is no await: the check and the hold are one step.
         now = self._now()
         least: Decimal | None = None

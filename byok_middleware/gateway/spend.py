@@ -57,6 +57,12 @@ logger = logging.getLogger("byok_middleware.gateway")
 Content = bytes | AsyncIterable[bytes]  # an upstream body, as ``BuildRequest`` makes it
 MIN_CLAMPED_OUTPUT = 16  # fewer output tokens than this is no answer: refuse instead
 _CENT = Decimal("0.000001")
+_MAX_CACHED = 100_000  # tenants' and keys' cached lines (cleared past this many)
+
+
+def _within(line: Line, now: datetime) -> bool:
+    """Whether ``now`` falls in ``line``'s period (a cached line of a past period is stale)."""
+    return line.start <= now < line.reset
 
 
 class UnpricedModel(InvalidRequest):
@@ -93,6 +99,15 @@ class _Cached:
     expires: float
 
 
+@dataclass(frozen=True, slots=True)
+class _TenantLines:
+    """A tenant's lines under one policy object in one period (reused until either changes)."""
+
+    policy: TenantPolicy
+    tenant: Line
+    platform: Line
+
+
 class SpendControl:
     """Policies and budgets of every tenant, for the engine's pipeline."""
 
@@ -114,6 +129,9 @@ class SpendControl:
         self.backend: BudgetBackend = backend if backend is not None else MemoryBudgets()
         self._memory = self.backend if isinstance(self.backend, MemoryBudgets) else None
         self._policies: dict[str, _Cached] = {}
+        # Budget lines, built once per (policy read, period) rather than per call.
+        self._tenant_lines: dict[str, _TenantLines] = {}
+        self._key_lines: dict[str, Line] = {}
         self._policy_ttl = policy_ttl
         self._heartbeat = Heartbeat(self.backend, hold_ttl / 3)
         self._tasks = TaskSet()
@@ -154,8 +172,10 @@ class SpendControl:
         """Drop cached policies (one tenant's, or all): the bus calls this on every change."""
         if tenant_id is None:
             self._policies.clear()
+            self._tenant_lines.clear()
         else:
             self._policies.pop(tenant_id, None)
+            self._tenant_lines.pop(tenant_id, None)
 
     # Budget lines ---------------------------------------------------------------------------
     def lines(
@@ -165,18 +185,39 @@ class SpendControl:
         policy always has its tenant line (and its platform line, for the platform key), limit
         or not, so the figures the operator reads stay current whatever the limits."""
         found: list[Line] = []
-        if policy is not None:
-            period = policy.budget_period
-            start, reset = period_window(period, now)
-            found.append(Line("tenant", tenant_id, policy.budget_usd, period, start, reset))
-            if candidate.record is None:
-                limit = policy.platform_budget_usd
-                found.append(Line("platform", tenant_id, limit, period, start, reset))
         record = candidate.record
+        if policy is not None:
+            mine = self._tenant_lines.get(tenant_id)
+            # The same policy object (a re-read makes a new one) and the same period.
+            if mine is None or mine.policy is not policy or not _within(mine.tenant, now):
+                mine = self._tenant_lines_of(policy, tenant_id, now)
+            found.append(mine.tenant)
+            if record is None:
+                found.append(mine.platform)
         if record is not None and record.monthly_budget_usd is not None:
-            start, reset = period_window("month", now)
-            found.append(Line("key", record.id, record.monthly_budget_usd, "month", start, reset))
+            line = self._key_lines.get(record.id)
+            if line is None or line.limit != record.monthly_budget_usd or not _within(line, now):
+                start, reset = period_window("month", now)
+                limit = record.monthly_budget_usd
+                line = Line("key", record.id, limit, "month", start, reset)
+                if len(self._key_lines) >= _MAX_CACHED:
+                    self._key_lines.clear()
+                self._key_lines[record.id] = line
+            found.append(line)
         return found
+
+    def _tenant_lines_of(self, policy: TenantPolicy, tenant_id: str, now: datetime) -> _TenantLines:
+        period = policy.budget_period
+        start, reset = period_window(period, now)
+        mine = _TenantLines(
+            policy,
+            Line("tenant", tenant_id, policy.budget_usd, period, start, reset),
+            Line("platform", tenant_id, policy.platform_budget_usd, period, start, reset),
+        )
+        if len(self._tenant_lines) >= _MAX_CACHED:
+            self._tenant_lines.clear()  # tenant ids come from identify(): bounded
+        self._tenant_lines[tenant_id] = mine
+        return mine
 
     async def key_spent(self, record: ProviderKeyRecord) -> Decimal:
         """What the key spent this month (its budget figure), for the planner and dry runs."""
@@ -313,7 +354,7 @@ class SpendControl:
         if hold.remaining is not None:
             hold.remaining += hold.amount - actual
             if self.alerts is not None and actual:
-                self.alerts.settled(call, hold.remaining)
+                self.alerts.settled(call, hold.remaining, hold.lines)
         if self._memory is not None:
             self._memory.settle_now(hold, actual)
         else:
