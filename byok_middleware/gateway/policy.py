@@ -77,8 +77,27 @@ MAX_OUTPUT: Mapping[str, Mapping[str, int]] = {
 }
 
 
+# max_output's answers for the genai-prices snapshot they were read from (a new snapshot,
+# which may know other context windows, starts afresh); bounded, as model names come from
+# requests.
+_MAX_OUTPUTS: dict[tuple[str, str], int] = {}
+_MAX_OUTPUTS_OF: list[object] = [None]
+_MAX_OUTPUTS_KEPT = 4_096
+
+
 def max_output(provider: str, model: str) -> int:
     """The most tokens ``model`` may answer with (see the module docstring for the sources)."""
+    snapshot = data_snapshot.get_snapshot()
+    if _MAX_OUTPUTS_OF[0] is not snapshot or len(_MAX_OUTPUTS) >= _MAX_OUTPUTS_KEPT:
+        _MAX_OUTPUTS.clear()
+        _MAX_OUTPUTS_OF[0] = snapshot
+    found = _MAX_OUTPUTS.get((provider, model))
+    if found is None:
+        found = _MAX_OUTPUTS[provider, model] = _max_output(snapshot, provider, model)
+    return found
+
+
+def _max_output(snapshot: data_snapshot.DataSnapshot, provider: str, model: str) -> int:
     name = model.lower().removeprefix("models/")
     table = MAX_OUTPUT.get(provider, {})
     matches = [prefix for prefix in table if name.startswith(prefix)]
@@ -87,9 +106,7 @@ def max_output(provider: str, model: str) -> int:
     genai_provider = GENAI_PROVIDER_IDS.get(provider, provider)
     if genai_provider is not None:
         try:
-            _, info = data_snapshot.get_snapshot().find_provider_model(
-                name, None, genai_provider, None
-            )
+            _, info = snapshot.find_provider_model(name, None, genai_provider, None)
         except LookupError:
             pass
         else:
@@ -98,10 +115,11 @@ def max_output(provider: str, model: str) -> int:
     return FALLBACK_MAX_OUTPUT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorstCase:
     """The usage a call can reach at most; ``output`` is its output-token bound (0: none),
-    ``field`` the body field that sets it (None: the body sets none)."""
+    ``field`` the body field that sets it (None: the body sets none). Treat it as immutable
+    (not ``frozen``: one is built per budgeted call, and frozen costs twice as much to build)."""
 
     usage: Usage
     output: int = 0
@@ -141,9 +159,15 @@ def worst_case(endpoint: str, content: object, provider: str, model: str) -> Wor
         return WorstCase(Usage(characters=characters))
     images = content.count(b'"image_url"') + content.count(b'"type":"image"')
     prompt = size + images * IMAGE_TOKENS
-    field = next((f for f in OUTPUT_FIELDS if _count(body.get(f)) is not None), None)
-    choices = max(_count(body.get("n")) or 1, 1)
-    limit = _count(body.get(field)) if field else None
+    field: str | None = None
+    limit: int | None = None
+    for name in OUTPUT_FIELDS:  # the first that is a count sets the limit
+        limit = _count(body.get(name))
+        if limit is not None:
+            field = name
+            break
+    n = body.get("n")
+    choices = 1 if n is None else max(_count(n) or 1, 1)
     output = limit if limit is not None else max_output(provider, model)
     return WorstCase(
         Usage(prompt_tokens=prompt, completion_tokens=output * choices), output, field, choices
