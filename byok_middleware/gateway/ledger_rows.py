@@ -113,7 +113,7 @@ def _is_clean(row: UsageRecord) -> bool:
         return False  # something is not a string
     if len(text) > MAX_TEXT or _UNSAFE.search(text):
         return False  # (a long total is usually fine: the slow path checks field by field)
-    cost, ttft, latency = row.cost_usd, row.ttft_ms, row.latency_ms
+    cost, ttft, latency, saved = row.cost_usd, row.ttft_ms, row.latency_ms, row.cost_saved_usd
     return (
         type(row.prompt_tokens) is int
         and type(row.completion_tokens) is int
@@ -131,7 +131,10 @@ def _is_clean(row: UsageRecord) -> bool:
         and (
             cost is None or (type(cost) is Decimal and cost.is_finite() and 0 <= cost <= _MAX_COST)
         )
-        and row.cost_saved_usd is None
+        and (
+            saved is None
+            or (type(saved) is Decimal and saved.is_finite() and 0 <= saved <= _MAX_COST)
+        )
         and type(row.created_at) is datetime
         and row.created_at.tzinfo is not None
     )
