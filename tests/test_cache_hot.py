@@ -174,11 +174,15 @@ def test_hot_entries_are_bounded_in_entries_and_bytes() -> None:
 
 
 def test_a_fill_that_raced_a_clear_is_refused() -> None:
-    """A backend read begun before a tenant's clear (or a clear of all) never enters."""
+    """A backend read begun before a tenant's clear, a new answer's store (discard) or a
+    clear of all never enters."""
     entry = CacheEntry("chat", {"a": 1}, None, *ARGS, 0.0)
     hot = HotEntries(seconds=10, max_entries=10, max_bytes=10_000)
     before = hot.generation("t1")
     hot.drop_tenant("t1")
+    assert hot.fill("t1", "k", entry, now=0, expires_at=9, generation=before) is None
+    before = hot.generation("t1")
+    hot.discard("t1", "k")
     assert hot.fill("t1", "k", entry, now=0, expires_at=9, generation=before) is None
     other = hot.generation("t2")
     hot.clear()

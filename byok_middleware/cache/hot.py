@@ -31,6 +31,7 @@ from byok_middleware.cache.entry import CacheEntry
 
 __all__ = ["HotEntries", "HotEntry", "KeyMemo", "body_digest"]
 
+_MAX_GENERATIONS = 100_000  # tenants with a counter; past it they all restart (an epoch)
 _OVERHEAD = 256  # bytes counted per entry beyond its JSON: the key, the objects around it
 
 
@@ -159,14 +160,22 @@ class HotEntries:
         return hot
 
     def discard(self, tenant_id: str, key: str) -> None:
-        """Forget one entry (replaced by a new answer, or dropped from the backend)."""
+        """Forget one entry (replaced by a new answer), and refuse the tenant's fills read
+        before now (one of them may hold the old answer)."""
+        self._bump(tenant_id)
         self._remove((tenant_id, key))
 
     def drop_tenant(self, tenant_id: str) -> None:
         """Forget every entry of ``tenant_id``, and refuse fills read before now."""
-        self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
+        self._bump(tenant_id)
         for doomed in [k for k in self._entries if k[0] == tenant_id]:
             self._remove(doomed)
+
+    def _bump(self, tenant_id: str) -> None:
+        if tenant_id not in self._generations and len(self._generations) >= _MAX_GENERATIONS:
+            self._generations.clear()
+            self._epoch += 1  # forgetting the counters must not let an old fill through
+        self._generations[tenant_id] = self._generations.get(tenant_id, 0) + 1
 
     def clear(self) -> None:
         """Forget everything (the bus may have missed a clear)."""
