@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import os
 import secrets
@@ -37,6 +38,7 @@ from typing import ClassVar, Protocol
 from byok_middleware.errors import BYOKError
 
 __all__ = [
+    "UNSEEDED",
     "BudgetBackend",
     "BudgetExceeded",
     "BudgetUnavailable",
@@ -45,6 +47,7 @@ __all__ = [
     "MemoryBudgets",
     "Refusal",
     "Seed",
+    "Unseeded",
     "period_window",
 ]
 
@@ -230,6 +233,15 @@ class BudgetBackend(Protocol):
     async def close(self) -> None: ...
 
 
+class Unseeded(enum.Enum):
+    """``MemoryBudgets.reserve_now``'s answer when a figure must be seeded first."""
+
+    UNSEEDED = "unseeded"
+
+
+UNSEEDED = Unseeded.UNSEEDED
+
+
 @dataclass(slots=True)
 class _Figure:
     spent: Decimal
@@ -292,11 +304,24 @@ class MemoryBudgets:
     async def reserve(
         self, hold: Hold, lines: Sequence[Line], seed: Seed
     ) -> Refusal | Decimal | None:
+        figures = [await self._figure(line, seed) for line in lines]
+        return self._take(hold, lines, figures)
+
+    def reserve_now(self, hold: Hold, lines: Sequence[Line]) -> Refusal | Decimal | Unseeded | None:
+        """``reserve`` without awaiting when every line's figure is seeded; ``UNSEEDED`` when
+        one is not (``reserve`` seeds it)."""
         figures: list[_Figure] = []
         for line in lines:
-            figure = self._figures.get(line.key)  # seeded already: no coroutine to await
-            figures.append(figure if figure is not None else await self._figure(line, seed))
-        # From here to the return there is no await: the check and the hold are one step.
+            figure = self._figures.get(line.key)
+            if figure is None:
+                return UNSEEDED
+            figures.append(figure)
+        return self._take(hold, lines, figures)
+
+    def _take(
+        self, hold: Hold, lines: Sequence[Line], figures: Sequence[_Figure]
+    ) -> Refusal | Decimal | None:
+        """Check every line and hold on all of them, or refuse: no await, so one atomic step."""
         now = self._now()
         least: Decimal | None = None
         for line, figure in zip(lines, figures, strict=True):
@@ -351,14 +376,27 @@ class Heartbeat:
     def __init__(self, backend: BudgetBackend, interval: float) -> None:
         self._backend = backend
         self._interval = interval
-        self._live: weakref.WeakSet[Hold] = weakref.WeakSet()
+        # Weak references by hold id (cheaper per call than a WeakSet, whose add and discard run
+        # in Python): a hold dropped unsettled is dead here and is let go at the next beat.
+        self._live: dict[str, weakref.ref[Hold]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def track(self, hold: Hold) -> None:
-        self._live.add(hold)
+        self._live[hold.id] = weakref.ref(hold)
 
     def forget(self, hold: Hold) -> None:
-        self._live.discard(hold)
+        self._live.pop(hold.id, None)
+
+    def live(self) -> list[Hold]:
+        """The holds to renew: tracked, alive and not settled (the others are let go)."""
+        found: list[Hold] = []
+        for hold_id, ref in list(self._live.items()):
+            hold = ref()
+            if hold is None or hold.settled:
+                self._live.pop(hold_id, None)
+            else:
+                found.append(hold)
+        return found
 
     def start(self) -> None:
         if self._task is None:
@@ -367,7 +405,7 @@ class Heartbeat:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            live = [hold for hold in list(self._live) if not hold.settled]
+            live = self.live()
             if live:
                 with contextlib.suppress(BudgetUnavailable):
                     await self._backend.renew(live)

@@ -22,6 +22,7 @@ from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway.budget_alerts import BudgetAlerts
 from byok_middleware.gateway.budgets import (
     HOLD_TTL,
+    UNSEEDED,
     BudgetBackend,
     BudgetExceeded,
     Heartbeat,
@@ -104,8 +105,8 @@ class _TenantLines:
     """A tenant's lines under one policy object in one period (reused until either changes)."""
 
     policy: TenantPolicy
-    tenant: Line
-    platform: Line
+    own: tuple[Line]  # paid with one of the tenant's keys: its tenant line
+    platform: tuple[Line, Line]  # paid with the platform key: the tenant and platform lines
 
 
 class SpendControl:
@@ -180,20 +181,18 @@ class SpendControl:
     # Budget lines ---------------------------------------------------------------------------
     def lines(
         self, policy: TenantPolicy | None, tenant_id: str, candidate: Candidate, now: datetime
-    ) -> list[Line]:
+    ) -> tuple[Line, ...]:
         """Every budget line of ``candidate`` paying for the tenant's call. A tenant with a
         policy always has its tenant line (and its platform line, for the platform key), limit
         or not, so the figures the operator reads stay current whatever the limits."""
-        found: list[Line] = []
+        found: tuple[Line, ...] = ()
         record = candidate.record
         if policy is not None:
             mine = self._tenant_lines.get(tenant_id)
             # The same policy object (a re-read makes a new one) and the same period.
-            if mine is None or mine.policy is not policy or not _within(mine.tenant, now):
+            if mine is None or mine.policy is not policy or not _within(mine.own[0], now):
                 mine = self._tenant_lines_of(policy, tenant_id, now)
-            found.append(mine.tenant)
-            if record is None:
-                found.append(mine.platform)
+            found = mine.own if record is not None else mine.platform
         if record is not None and record.monthly_budget_usd is not None:
             line = self._key_lines.get(record.id)
             if line is None or line.limit != record.monthly_budget_usd or not _within(line, now):
@@ -203,17 +202,15 @@ class SpendControl:
                 if len(self._key_lines) >= _MAX_CACHED:
                     self._key_lines.clear()
                 self._key_lines[record.id] = line
-            found.append(line)
+            found = (*found, line)
         return found
 
     def _tenant_lines_of(self, policy: TenantPolicy, tenant_id: str, now: datetime) -> _TenantLines:
         period = policy.budget_period
         start, reset = period_window(period, now)
-        mine = _TenantLines(
-            policy,
-            Line("tenant", tenant_id, policy.budget_usd, period, start, reset),
-            Line("platform", tenant_id, policy.platform_budget_usd, period, start, reset),
-        )
+        tenant = Line("tenant", tenant_id, policy.budget_usd, period, start, reset)
+        platform = Line("platform", tenant_id, policy.platform_budget_usd, period, start, reset)
+        mine = _TenantLines(policy, (tenant,), (tenant, platform))
         if len(self._tenant_lines) >= _MAX_CACHED:
             self._tenant_lines.clear()  # tenant ids come from identify(): bounded
         self._tenant_lines[tenant_id] = mine
@@ -251,7 +248,11 @@ class SpendControl:
             return content  # listing models is free
         now = self._clock()
         lines = self.lines(policy, call.tenant_id, candidate, now)
-        limited = any(line.limit is not None for line in lines)
+        limited = False
+        for line in lines:  # a loop: cheaper than any() over a generator, once per call
+            if line.limit is not None:
+                limited = True
+                break
         amount = Decimal(0)
         estimate: WorstCase | None = None
         if limited or (policy is not None and policy.unpriced == "block"):
@@ -270,7 +271,7 @@ class SpendControl:
         if not lines:
             return content
         hold = Hold(lines, amount)
-        outcome = await self.backend.reserve(hold, lines, self.seed)
+        outcome = await self._reserve(hold, lines)
         if isinstance(outcome, Refusal):
             clamp = policy is not None and policy.clamp_max_tokens
             if (
@@ -301,13 +302,25 @@ class SpendControl:
         if tokens < MIN_CLAMPED_OUTPUT:
             raise self._refused(call, refusal, self._cost_of(call, estimate, estimate.output, now))
         amount = self._cost_of(call, estimate, tokens, now)
+        try:
+            clamped = clamp_body(content, estimate.field, call.provider, tokens)
+        except ValueError:  # not a JSON object (never so when the gateway built it)
+            raise self._refused(call, refusal, amount) from None
         hold = Hold(lines, amount)
-        outcome = await self.backend.reserve(hold, lines, self.seed)
+        outcome = await self._reserve(hold, lines)
         if isinstance(outcome, Refusal):  # another call took what was left meanwhile
             raise self._refused(call, outcome, amount)
         hold.remaining = outcome
         hold.clamped = tokens
-        return clamp_body(content, estimate.field, call.provider, tokens), hold
+        return clamped, hold
+
+    async def _reserve(self, hold: Hold, lines: Sequence[Line]) -> Refusal | Decimal | None:
+        if self._memory is not None:
+            # In process with every figure seeded (all but a period's first calls): no await.
+            outcome = self._memory.reserve_now(hold, lines)
+            if outcome is not UNSEEDED:
+                return outcome
+        return await self.backend.reserve(hold, lines, self.seed)
 
     def _cost_of(self, call: Call, estimate: WorstCase, output: int, now: datetime) -> Decimal:
         usage = Usage(
