@@ -127,10 +127,27 @@ class WorstCase:
     choices: int = 1
 
 
+_OTHER_MEASURES = ("/images/generations", "/audio/speech")  # bodies read for more than limits
+
+
 def _count(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value
+
+
+# The keys the worst case of a chat-like body reads, as they appear in JSON text. A key can be
+# written otherwise only with a \u escape, so a body holding none of these and no "\u" has
+# none of the keys: its worst case needs no parse (the common body sets no output limit).
+_KEYS_READ = tuple(f'"{name}"'.encode() for name in (*OUTPUT_FIELDS, "n"))
+
+
+def _reads_nothing(content: bytes) -> bool:
+    """Whether ``content`` (text opening a JSON object) certainly holds none of the keys
+    ``worst_case`` reads (``_KEYS_READ``); False when it may hold one: then it is parsed."""
+    if content[:1] != b"{" or b"\\u" in content:
+        return False
+    return not any(key in content for key in _KEYS_READ)
 
 
 def worst_case(endpoint: str, content: object, provider: str, model: str) -> WorstCase:
@@ -138,13 +155,18 @@ def worst_case(endpoint: str, content: object, provider: str, model: str) -> Wor
     if not isinstance(content, bytes):
         return WorstCase(Usage(audio_seconds=AUDIO_SECONDS))  # a multipart upload
     size = len(content)
+    if endpoint in ("/embeddings", "/moderations"):
+        return WorstCase(Usage(prompt_tokens=size))  # input only, whatever the body holds
+    images = content.count(b'"image_url"') + content.count(b'"type":"image"')
+    prompt = size + images * IMAGE_TOKENS
+    if endpoint not in _OTHER_MEASURES and _reads_nothing(content):
+        output = max_output(provider, model)
+        return WorstCase(Usage(prompt_tokens=prompt, completion_tokens=output), output)
     try:
         body = loads(content)
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        return WorstCase(Usage(prompt_tokens=size))
-    if endpoint in ("/embeddings", "/moderations"):
         return WorstCase(Usage(prompt_tokens=size))
     if endpoint == "/images/generations":
         images = _count(body.get("n")) or 1
@@ -157,8 +179,6 @@ def worst_case(endpoint: str, content: object, provider: str, model: str) -> Wor
         text = body.get("input")
         characters = len(text) if isinstance(text, str) else size
         return WorstCase(Usage(characters=characters))
-    images = content.count(b'"image_url"') + content.count(b'"type":"image"')
-    prompt = size + images * IMAGE_TOKENS
     field: str | None = None
     limit: int | None = None
     for name in OUTPUT_FIELDS:  # the first that is a count sets the limit
@@ -175,8 +195,11 @@ def worst_case(endpoint: str, content: object, provider: str, model: str) -> Wor
 
 
 def clamp_body(content: bytes, field: str | None, provider: str, tokens: int) -> bytes:
-    """``content`` (a JSON object) with its output limit set to ``tokens``."""
+    """``content`` (a JSON object) with its output limit set to ``tokens``; ValueError when
+    ``content`` is not a JSON object."""
     body = loads(content)
+    if not isinstance(body, dict):
+        raise ValueError("the body is not a JSON object")
     if field is None:
         # OpenAI's reasoning models refuse max_tokens; the others know max_tokens only.
         field = "max_completion_tokens" if provider == "openai" else "max_tokens"
