@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from byok_middleware.cache.backend import BackendUsage, CacheBackend, StoredEntry
 from byok_middleware.cache.entry import (
     CacheEntry,
@@ -33,6 +31,7 @@ from byok_middleware.cache.entry import (
     seal_entry,
     seal_vector,
 )
+from byok_middleware.cache.hit import Hit
 from byok_middleware.cache.hot import HotEntries, KeyMemo, body_digest
 from byok_middleware.cache.keys import CacheKind, RequestKeys, request_keys
 from byok_middleware.cache.semantic import (
@@ -41,12 +40,10 @@ from byok_middleware.cache.semantic import (
     SemanticIndex,
     vector_bytes,
 )
-from byok_middleware.cache.settings import SIMILARITY_HEADER, CacheMode, CacheSettings
-from byok_middleware.cache.stream import as_completion, replay_as_sse
+from byok_middleware.cache.settings import CacheMode, CacheSettings
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.crypto import DecryptionError, Keyring
 from byok_middleware.errors import ConfigurationError
-from byok_middleware.jsoncodec import dumps
 
 __all__ = ["CacheMetrics", "CacheSizes", "Hit", "ResponseCache"]
 
@@ -56,57 +53,6 @@ _SYNC_PAGE = 512
 _SYNC_INLINE_PAGES = 2  # a lookup waits for at most this much catching up; the rest runs behind
 _VECTOR_MEMO = 1024
 _KEY_MEMO = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """A stored answer for this request; ``similarity`` is None for an exact hit. ``json`` is
-    the answer's JSON when the hot layer has it written already."""
-
-    entry: CacheEntry
-    key: str
-    similarity: float | None = None
-    json: bytes | None = field(default=None, repr=False)
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """``x-byok-cache: hit`` and, for a semantic hit, ``x-byok-cache-similarity``."""
-        headers = [(b"x-byok-cache", b"hit")]
-        if self.similarity is not None:
-            headers.append((SIMILARITY_HEADER.encode(), f"{self.similarity:.4f}".encode()))
-        return headers
-
-    def metadata(self, request_id: str) -> dict[str, Any]:
-        """The metadata object of a hit: nothing paid now, the original's cost saved."""
-        saved = self.entry.cost_usd
-        return {
-            "cost_attribution": "cache",
-            "provider_used": self.entry.provider,
-            "model_used": self.entry.model,
-            "cost_usd": 0.0,
-            "cost_saved_usd": None if saved is None else float(saved),
-            "key_id": None,
-            "cache_hit": True,
-            "request_id": request_id,
-            "attempts": 0,
-        }
-
-    def as_json(self, metadata_field: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
-        """The answer with ``metadata``; shares nested values with the entry: read, never write."""
-        return as_completion(self.entry, metadata_field, metadata)
-
-    def json_body(self, metadata_field: str, metadata: Mapping[str, Any]) -> bytes:
-        """``as_json`` written as JSON: the stored answer's bytes with the metadata spliced in
-        as the last member (the answer never holds ``metadata_field``: ``store`` strips it)."""
-        answer = self.json if self.json is not None else orjson.dumps(self.entry.response)
-        member = orjson.dumps(metadata_field) + b":" + dumps(dict(metadata))
-        if answer == b"{}":
-            return b"{" + member + b"}"
-        return answer[:-1] + b"," + member + b"}"
-
-    def as_sse(
-        self, include_usage: bool, metadata_field: str, metadata: Mapping[str, Any]
-    ) -> list[bytes]:
-        return replay_as_sse(self.entry, include_usage, metadata_field, metadata)
 
 
 @dataclass(slots=True)
@@ -251,7 +197,10 @@ class ResponseCache:
             hot = self._hot.get(tenant_id, key, now)
             if hot is not None and hot.entry.kind == kind:
                 self.metrics.hot_hits += 1
-                return self._hit(hot.entry, key, None, hot.json)
+                self.metrics.exact_hits += 1
+                if hot.entry.cost_usd:
+                    self.metrics.saved_usd += hot.entry.cost_usd
+                return hot.hit
         embedder = embed or self._embedder
         keys = self._keys(tenant_id, provider, model, body, mode, kind, embedder)
         if memo_key is not None:
@@ -268,7 +217,9 @@ class ResponseCache:
                 expires_at=row.expires_at,
                 generation=generation,
             )
-            return self._hit(entry, keys.exact, None, filled.json if filled else None)
+            if filled is not None:
+                return self._hit(entry, keys.exact, None, filled.hit.json)
+            return self._hit(entry, keys.exact, None)
         if keys.group is not None and keys.text is not None and embedder is not None:
             hit = await self._semantic_lookup(tenant_id, keys, embedder, now)
             if hit is not None:

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from byok_middleware.cache.entry import CacheEntry
+from byok_middleware.cache.hit import Hit
 
 __all__ = ["HotEntries", "HotEntry", "KeyMemo", "body_digest"]
 
@@ -70,14 +71,15 @@ class KeyMemo:
 
 
 class HotEntry:
-    """An opened entry and its answer's JSON (no metadata), with when it stops serving."""
+    """An opened entry as the ``Hit`` every lookup gets (the answer's JSON written, without
+    metadata), with when it stops serving."""
 
-    __slots__ = ("entry", "json", "size", "until")
+    __slots__ = ("entry", "hit", "size", "until")
 
-    def __init__(self, entry: CacheEntry, until: float) -> None:
+    def __init__(self, entry: CacheEntry, key: str, until: float) -> None:
         self.entry = entry
-        self.json = orjson.dumps(entry.response)
-        self.size = len(self.json) + _OVERHEAD
+        self.hit = Hit(entry=entry, key=key, json=orjson.dumps(entry.response))
+        self.size = len(self.hit.json or b"") + _OVERHEAD
         self.until = until
 
     def __repr__(self) -> str:
@@ -149,7 +151,7 @@ class HotEntries:
         """Keep an entry just read from the backend; None when off, too large or raced a drop."""
         if not self.enabled or generation != self.generation(tenant_id):
             return None
-        hot = HotEntry(entry, min(now + self.seconds, expires_at))
+        hot = HotEntry(entry, key, min(now + self.seconds, expires_at))
         if hot.size > self.max_bytes:
             return None
         self._remove((tenant_id, key))
