@@ -98,7 +98,7 @@ class Line:
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = f"{self.kind}:{self.owner}:{self.period}:{self.start:%Y-%m-%d}"
+        key = f"{self.kind}:{self.owner}:{self.period}:{self.start.date().isoformat()}"
         object.__setattr__(self, "key", key)
 
     @property

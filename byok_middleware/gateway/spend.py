@@ -194,16 +194,19 @@ class SpendControl:
                 mine = self._tenant_lines_of(policy, tenant_id, now)
             found = mine.own if record is not None else mine.platform
         if record is not None and record.monthly_budget_usd is not None:
-            line = self._key_lines.get(record.id)
-            if line is None or line.limit != record.monthly_budget_usd or not _within(line, now):
-                start, reset = period_window("month", now)
-                limit = record.monthly_budget_usd
-                line = Line("key", record.id, limit, "month", start, reset)
-                if len(self._key_lines) >= _MAX_CACHED:
-                    self._key_lines.clear()
-                self._key_lines[record.id] = line
-            found = (*found, line)
+            found = (*found, self._key_line(record, now))
         return found
+
+    def _key_line(self, record: ProviderKeyRecord, now: datetime) -> Line:
+        """The key's monthly line, kept while its budget and month stay the same."""
+        line = self._key_lines.get(record.id)
+        if line is None or line.limit != record.monthly_budget_usd or not _within(line, now):
+            start, reset = period_window("month", now)
+            line = Line("key", record.id, record.monthly_budget_usd, "month", start, reset)
+            if len(self._key_lines) >= _MAX_CACHED:
+                self._key_lines.clear()
+            self._key_lines[record.id] = line
+        return line
 
     def _tenant_lines_of(self, policy: TenantPolicy, tenant_id: str, now: datetime) -> _TenantLines:
         period = policy.budget_period
@@ -218,9 +221,7 @@ class SpendControl:
 
     async def key_spent(self, record: ProviderKeyRecord) -> Decimal:
         """What the key spent this month (its budget figure), for the planner and dry runs."""
-        start, reset = period_window("month", self._clock())
-        line = Line("key", record.id, record.monthly_budget_usd, "month", start, reset)
-        spent, _ = await self.backend.standing(line, self.seed)
+        spent, _ = await self.backend.standing(self._key_line(record, self._clock()), self.seed)
         return spent
 
     async def seed(self, line: Line) -> Decimal:
