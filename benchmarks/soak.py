@@ -362,11 +362,15 @@ def report(
     )
     checks = [
         (growth < 5, f"RSS grew {growth:+.1f} MB from request {int(cut):,d} to the end (< 5 MB)"),
-        (leaked_fds <= 0, f"open fds {before['fds']} after warm-up, {after['fds']} at the end"),
         (
-            leaked_up <= 0,
+            leaked_fds <= max(0, leaked_up),
+            f"open fds {before['fds']} after warm-up, {after['fds']} at the end (no more than "
+            "the pooled upstream sockets' difference)",
+        ),
+        (
+            after["upstream"] <= args.connections,
             f"upstream connections {before['upstream']} after warm-up, {after['upstream']} at "
-            "the end",
+            f"the end (a keep-alive pool of at most {args.connections}, the concurrency)",
         ),
         (
             rows == total and ledger["distinct"] == rows and ledger.get("status_200", 0) == ok,
