@@ -438,4 +438,4 @@ def write(
         *_verdicts(targets, samples),
         "",
     ]
-    replace_section("http", lines, path)
+    replace_section(args.section, lines, path)

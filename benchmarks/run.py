@@ -244,6 +244,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated target keys")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    parser.add_argument(
+        "--section",
+        default="http",
+        help="RESULTS.md section to write; a partial run (--only) can keep the full one",
+    )
     args = parser.parse_args(argv)
     per_slice = args.seconds / args.slices if args.slices > 0 else 0
     if per_slice < 1 or per_slice != int(per_slice):  # wrk runs for whole seconds
