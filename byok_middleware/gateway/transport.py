@@ -51,6 +51,21 @@ def _too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the upstream answer exceeds {limit} bytes (BYOK_MAX_UPSTREAM_BODY_BYTES)")
 
 
+async def _read_capped(
+    chunks: AsyncIterator[bytes], headers: Mapping[str, str], limit: int
+) -> bytes:
+    """The whole body, refused past ``limit`` bytes (declared or counted) with ``BodyTooLarge``."""
+    if _declared_length(headers) > limit:
+        raise _too_large(limit)
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _declared_length(headers: Mapping[str, str]) -> int:
     try:
         return int(headers.get("content-length") or -1)
@@ -131,15 +146,7 @@ class _AiohttpResponse:
         return f"<upstream response {self.status_code}>"
 
     async def aread(self) -> bytes:
-        if _declared_length(self.headers) > self._limit:
-            raise _too_large(self._limit)
-        chunks, size = [], 0
-        async for chunk in self.aiter_bytes():
-            size += len(chunk)
-            if size > self._limit:
-                raise _too_large(self._limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await _read_capped(self.aiter_bytes(), self.headers, self._limit)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         deadline = self._deadline
@@ -251,15 +258,7 @@ class _HttpxResponse:
         return f"<upstream response {self.status_code}>"
 
     async def aread(self) -> bytes:
-        if _declared_length(self.headers) > self._limit:
-            raise _too_large(self._limit)
-        chunks, size = [], 0
-        async for chunk in self.aiter_bytes():
-            size += len(chunk)
-            if size > self._limit:
-                raise _too_large(self._limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await _read_capped(self.aiter_bytes(), self.headers, self._limit)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         async for chunk in self._response.aiter_bytes():
