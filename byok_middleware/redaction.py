@@ -79,18 +79,27 @@ MIN_SECRET_LENGTH = 4
 
 
 def _fragments(secret: str) -> Iterable[str]:
-    """The secret and the parts of it that providers are known to echo."""
+    """The secret and the parts of it that providers are known to echo.
+
+    OpenAI masks a key as "sk-VKMIs****…wjh3": the first 8 characters, then the last 4 after the
+    mask. The last 4 alone are no net (four characters occur in ids and words: a response id's
+    hex held "cdef"), so they count only right after a mask character.
+    """
     yield secret
     if len(secret) >= 16:
-        # OpenAI: "sk-VKMIs****…wjh3" — the first 8 and the last 4 characters.
         yield secret[:8]
-        yield secret[-4:]
+        yield _MASKED_TAIL + re.escape(secret[-4:])
+
+
+_MASKED_TAIL = r"(?<=[*\u2026.])"  # after "*", "…" or "." (a "..." mask)
 
 
 def _alternation(parts: Iterable[str], flags: int = 0) -> re.Pattern[str] | None:
-    # Longest first, so that at one position the whole secret wins over a prefix of it.
+    # Longest first, so that at one position the whole secret wins over a prefix of it. A part
+    # that is a pattern already (a masked tail) goes in as it is; the rest are escaped.
     ordered = sorted(parts, key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, ordered)), flags) if ordered else None
+    escaped = (p if p.startswith(_MASKED_TAIL) else re.escape(p) for p in ordered)
+    return re.compile("|".join(escaped), flags) if ordered else None
 
 
 _MIN_ENCODED_SECRET = 8  # base64 of a shorter one is too short a pattern to be specific

@@ -107,3 +107,12 @@ def test_stream_events_are_scanned_whatever_their_shape() -> None:
         assert SHAPELESS_KEY.encode() not in out.lower() and REDACTED.encode() in out
     clean = b'data: {"ok": true, "n": "100%"}\n\n'
     assert redactor.event(clean) is clean
+
+
+def test_a_key_tail_is_redacted_only_where_a_mask_precedes_it() -> None:
+    """OpenAI's masked echo "sk-groq-***…cdef" loses its tail; the same four characters in an
+    id or a word are data, not a secret (a response id's hex held them)."""
+    redactor = Redactor(["sk-groq-acme-0123456789abcdef"])
+    assert redactor("resp_a51cdef99") == "resp_a51cdef99"
+    assert "cdef" not in redactor("provided: sk-groq-****************cdef.")
+    assert "cdef" not in redactor("provided: sk-...cdef")
