@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from byok_middleware.admin.policy import PolicyUpdate
 from byok_middleware.asgi import Send, dumps, send_bytes
 from byok_middleware.keys.schemas import (
     ErrorBody,
@@ -378,11 +379,136 @@ def build_openapi(prefix: str = "/v1") -> dict[str, Any]:
     }
 
 
+_TENANT_ID = {"name": "tenant_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEY_ID = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ADMIN: list[dict[str, list[str]]] = [{"adminKey": []}]
+
+
+def _admin(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    operation = _operation(summary, {**responses, **_errors("401")}, **extra)
+    operation["security"] = _ADMIN
+    return operation
+
+
+def _admin_paths() -> dict[str, Any]:
+    """The operator API (README "Controlling spend"): only with ``BYOK_ADMIN_KEY`` set."""
+    tenant = _inline(_OBJECT, "The tenant, its policy and this period's spend")
+    created = _inline(_OBJECT, "The new tenant or key; its gateway key is shown this once")
+    listing = _inline(_OBJECT, '{"data": [...]}')
+    policy = {"$ref": _REF.format(model="PolicyUpdate")}
+    return {
+        "/byok/admin/tenants": {
+            "get": _admin("Every tenant", {"200": listing}),
+            "post": {
+                **_admin("Create a tenant and its first gateway key", {"201": created}),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string", "minLength": 1}},
+                            }
+                        }
+                    },
+                },
+            },
+        },
+        "/byok/admin/tenants/{tenant_id}": {
+            "get": _admin("One tenant", {"200": tenant, **_errors("404")}, parameters=[_TENANT_ID]),
+            "delete": _admin(
+                "Revoke a tenant",
+                {"204": {"description": "Revoked"}, **_errors("404")},
+                parameters=[_TENANT_ID],
+            ),
+        },
+        "/byok/admin/tenants/{tenant_id}/gateway-keys": {
+            "get": _admin("A tenant's gateway keys", {"200": listing}, parameters=[_TENANT_ID]),
+            "post": _admin(
+                "Issue another gateway key (the old ones keep working)",
+                {"201": created, **_errors("404")},
+                parameters=[_TENANT_ID],
+            ),
+        },
+        "/byok/admin/tenants/{tenant_id}/gateway-keys/{key_id}": {
+            "delete": _admin(
+                "Revoke one gateway key, on every replica",
+                {"204": {"description": "Revoked"}, **_errors("404")},
+                parameters=[_TENANT_ID, _KEY_ID],
+            ),
+        },
+        "/byok/admin/tenants/{tenant_id}/policy": {
+            "get": _admin(
+                "A tenant's policy",
+                {"200": _inline(policy, "The policy")},
+                parameters=[_TENANT_ID],
+            ),
+            "put": {
+                **_admin(
+                    "Change the fields of a tenant's policy it names (null clears a limit)",
+                    {"200": _inline(policy, "The policy"), **_errors("400", "422")},
+                    parameters=[_TENANT_ID],
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": policy}},
+                },
+            },
+        },
+        "/byok/admin/usage": {
+            "get": _admin(
+                "Totals across tenants, as JSON or CSV (what platform-paid usage is billed from)",
+                {
+                    "200": {
+                        "description": "One row per group",
+                        "content": {"application/json": {"schema": _OBJECT}, "text/csv": {}},
+                    },
+                    **_errors("400"),
+                },
+                parameters=[
+                    _query("since", _TIME),
+                    _query("until", _TIME),
+                    _query(
+                        "group_by",
+                        {
+                            "type": "string",
+                            "description": "comma-separated: "
+                            "tenant, attribution, provider, model, day",
+                        },
+                    ),
+                    _query("format", {"type": "string", "enum": ["json", "csv"]}),
+                ],
+            ),
+        },
+        "/byok/admin/usage/series": {
+            "get": _admin("Every tenant's ledger in time buckets", {"200": listing}),
+        },
+        "/byok/admin/requests": {
+            "get": _admin("Every tenant's ledger rows, newest first", {"200": listing}),
+        },
+    }
+
+
+def build_admin_openapi(prefix: str = "/v1") -> dict[str, Any]:
+    """The document with the operator API added (served when ``BYOK_ADMIN_KEY`` is set)."""
+    document = build_openapi(prefix)
+    _, definitions = models_json_schema([(PolicyUpdate, "validation")], ref_template=_REF)
+    document["components"]["schemas"].update(definitions["$defs"])
+    document["paths"].update(_admin_paths())
+    document["components"]["securitySchemes"]["adminKey"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The operator's BYOK_ADMIN_KEY; never a tenant's gateway key",
+    }
+    return document
+
+
 @lru_cache(maxsize=8)
-def _document(prefix: str) -> bytes:
-    return dumps(build_openapi(prefix))
+def _document(prefix: str, admin: bool) -> bytes:
+    return dumps(build_admin_openapi(prefix) if admin else build_openapi(prefix))
 
 
-async def handle_openapi(prefix: str, send: Send) -> None:
-    """Send the document (built once per prefix)."""
-    await send_bytes(send, 200, _document(prefix))
+async def handle_openapi(prefix: str, send: Send, *, admin: bool = False) -> None:
+    """Send the document (built once per prefix); with ``admin``, the operator API too."""
+    await send_bytes(send, 200, _document(prefix, admin))

@@ -208,7 +208,8 @@ async def _usage(gateway: Gateway, incoming: Incoming) -> None:
 
 
 async def _openapi(gateway: Gateway, incoming: Incoming) -> None:
-    await handle_openapi(gateway.config.prefix, incoming.send)
+    admin = gateway.config.admin_key is not None
+    await handle_openapi(gateway.config.prefix, incoming.send, admin=admin)
 
 
 def _add_dialects(router: Router, catalog: ModelCatalog) -> None:

@@ -158,3 +158,28 @@ def test_the_csv_export_matches_the_ledger(
     }
     assert got == dict(expected)
     assert sorted(v[0] for v in got.values()) == [2, 3]
+
+
+def test_the_served_document_lists_the_operator_api_only_with_an_admin_key(
+    start_gateway: Callable[..., Gateway], gateway: Gateway
+) -> None:
+    """With BYOK_ADMIN_KEY the OpenAPI document describes the operator routes (loadable by
+    schemathesis); without it, it names none of them."""
+    import schemathesis
+
+    operator = start_gateway(admin_key=ADMIN_KEY)
+    with operator.client() as http:
+        served = http.get("/v1/byok/openapi.json").json()
+    admin_paths = {path for path in served["paths"] if path.startswith("/byok/admin/")}
+    assert {
+        "/byok/admin/tenants",
+        "/byok/admin/tenants/{tenant_id}/gateway-keys/{key_id}",
+        "/byok/admin/tenants/{tenant_id}/policy",
+        "/byok/admin/usage",
+    } <= admin_paths
+    assert "adminKey" in served["components"]["securitySchemes"]
+    loaded = schemathesis.openapi.from_dict(served)
+    assert any("/byok/admin/usage" in r.ok().path for r in loaded.get_all_operations())
+    with gateway.client() as http:
+        plain = http.get("/v1/byok/openapi.json").json()
+    assert not [path for path in plain["paths"] if path.startswith("/byok/admin/")]
