@@ -131,22 +131,36 @@ def as_httpx_error(exc: BaseException) -> httpx.TransportError:
     return httpx.TransportError(f"upstream transport error ({type(exc).__name__})")
 
 
-class _AiohttpResponse:
-    __slots__ = ("_deadline", "_limit", "_response", "headers", "status_code")
+class _CappedResponse:
+    """What both transports' responses share: status and headers as plain attributes (each is
+    read several times per call), the body cap and the deadline (``time.monotonic()``)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, limit: int, deadline: float) -> None:
-        self._response = response
+    __slots__ = ("_deadline", "_limit", "headers", "status_code")
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], limit: int, deadline: float
+    ) -> None:
+        self.status_code = status
+        self.headers = headers
         self._limit = limit
-        self._deadline = deadline  # time.monotonic()
-        # Plain attributes, not properties: each is read several times per call.
-        self.status_code: int = response.status
-        self.headers: Mapping[str, str] = response.headers
+        self._deadline = deadline
 
     def __repr__(self) -> str:
         return f"<upstream response {self.status_code}>"
 
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
     async def aread(self) -> bytes:
         return await _read_capped(self.aiter_bytes(), self.headers, self._limit)
+
+
+class _AiohttpResponse(_CappedResponse):
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse, limit: int, deadline: float) -> None:
+        super().__init__(response.status, response.headers, limit, deadline)
+        self._response = response
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         deadline = self._deadline
@@ -242,23 +256,14 @@ def _no_cookies() -> httpx.Cookies:
     return httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
 
 
-class _HttpxResponse:
+class _HttpxResponse(_CappedResponse):
     """An ``httpx.Response`` (streamed) with the body cap and the deadline."""
 
-    __slots__ = ("_deadline", "_limit", "_response", "headers", "status_code")
+    __slots__ = ("_response",)
 
     def __init__(self, response: httpx.Response, limit: int, deadline: float) -> None:
+        super().__init__(response.status_code, response.headers, limit, deadline)
         self._response = response
-        self._limit = limit
-        self._deadline = deadline
-        self.status_code: int = response.status_code
-        self.headers: Mapping[str, str] = response.headers
-
-    def __repr__(self) -> str:
-        return f"<upstream response {self.status_code}>"
-
-    async def aread(self) -> bytes:
-        return await _read_capped(self.aiter_bytes(), self.headers, self._limit)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         async for chunk in self._response.aiter_bytes():
