@@ -336,20 +336,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="VARIANT", help="then one batch under cProfile")
     parser.add_argument("--sort", default="tottime", help="pstats order: tottime, cumulative")
     parser.add_argument("--top", type=int, default=30, help="profile entries to print")
+    parser.add_argument(
+        "--only", default="", help="comma-separated variants (their baselines come along)"
+    )
+    parser.add_argument(
+        "--section",
+        default="",
+        help="RESULTS.md section to write (default `features`; a run with --only writes "
+        "none unless named, so a partial run keeps the full one)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 2 or args.requests < 1:
         parser.error("--rounds must be at least 2 and --requests at least 1")
     variants = _variants()
     if args.profile is not None and args.profile not in {v.name for v in variants}:
         parser.error(f"--profile: one of {', '.join(v.name for v in variants)}")
+    if args.only:
+        chosen = set(args.only.split(","))
+        unknown = chosen - {v.name for v in variants}
+        if unknown:
+            parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
+        chosen |= {v.baseline for v in variants if v.name in chosen and v.baseline}
+        variants = [v for v in variants if v.name in chosen]
     load_before = _load()
     started = time.monotonic()
     asyncio.run(_measure(variants, args.requests, args.rounds))
     load = f"{load_before} before, {_load()} after ({time.monotonic() - started:.0f} s)"
     lines = _lines(variants, args.requests, args.rounds, load)
     print("\n".join(lines))
-    if not args.no_write:
-        replace_section("features", lines)
+    section = args.section or ("" if args.only else "features")
+    if section and not args.no_write:
+        replace_section(section, lines)
     if args.profile is not None:
         chosen = next(v for v in variants if v.name == args.profile)
         asyncio.run(_profile(chosen, args.requests * 4, args.sort, args.top))

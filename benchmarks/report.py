@@ -24,6 +24,8 @@ WRK_SCENARIOS = {
     "plain_c32": "Plain chat, concurrency 32",
     "stream_c32": "Streamed chat (20 chunks + usage + [DONE]), concurrency 32",
 }
+CACHE_HIT, CACHE_MISS, PASS_THROUGH = "gateway-cache-hit", "gateway-cache-miss", "gateway-starlette"
+HIT_GOAL = 0.5  # issue 22: an exact hit costs at most half the CPU of a pass-through miss
 SLICED_SCENARIOS = ("plain_c32", "stream_c32")  # measured in slices; their CPU makes the ratios
 PACKAGES = (
     "byok_middleware", "starlette", "fastapi", "uvicorn", "uvloop", "httptools", "httpx",
@@ -97,6 +99,71 @@ def paired_ratios(samples: dict[str, list[Sample]], key: str, scenario: str) -> 
     """Every round's paired ratios (``_round_pairs``), in one list."""
     rounds = zip(samples.get(key, []), samples.get(REFERENCE, []), strict=False)
     return [r for mine, ref in rounds for r in _round_pairs(mine, ref, scenario)]
+
+
+def _pairs_to(
+    samples: dict[str, list[Sample]], key: str, reference: str, scenario: str
+) -> list[float]:
+    """Every round's paired slice ratios of ``key`` to ``reference`` (not raw aiohttp)."""
+    rounds = zip(samples.get(key, []), samples.get(reference, []), strict=False)
+    return [r for mine, ref in rounds for r in _round_pairs(mine, ref, scenario)]
+
+
+def _middle(ratios: list[float]) -> str:
+    if not ratios:
+        return "not measured"
+    text = f"x{statistics.median(ratios):.2f} ({len(ratios)} paired slices"
+    if len(ratios) >= 4:
+        low, _, high = statistics.quantiles(ratios, n=4, method="inclusive")
+        text += f", middle half x{low:.2f}-x{high:.2f}"
+    return text + ")"
+
+
+def _cache_lines(targets: list[Target], samples: dict[str, list[Sample]]) -> list[str]:
+    """Issue 22's verdict: the exact-hit target's CPU per request over the pass-through
+    gateway's (e*), slice by slice in the same turn; the all-miss target beside it."""
+    keys = {target.key for target in targets}
+    if PASS_THROUGH not in keys or not keys & {CACHE_HIT, CACHE_MISS}:
+        return []
+    lines = [
+        "### Response cache: an exact hit and a miss against the pass-through gateway (e*)",
+        "",
+        "Server CPU per request of (e*h) and (e*m) over (e*)'s slice of the same turn (the",
+        "same app and tenant, the cache off), median of the paired slices over all rounds.",
+        "(e*h) sends one body, so after the first request every answer is a hit (checked",
+        "before each round); (e*m) makes every body unique, so each request is a lookup, an",
+        "upstream call and a store. A streamed hit is replayed as SSE from the same entry.",
+        "",
+        "| target | plain CPU ms/req | plain x (e*) | stream CPU ms/req | stream x (e*) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for target in targets:
+        if target.key not in (PASS_THROUGH, CACHE_HIT, CACHE_MISS):
+            continue
+        cells = []
+        for scenario in SLICED_SCENARIOS:
+            runs = [s.wrk[scenario] for s in samples[target.key] if scenario in s.wrk]
+            ratios = _pairs_to(samples, target.key, PASS_THROUGH, scenario)
+            cells.append(
+                f"{_spread([r.cpu_ms_per_request for r in runs])} "
+                f"| {_middle(ratios) if target.key != PASS_THROUGH else '1'}"
+            )
+        lines.append(f"| {target.label} | {cells[0]} | {cells[1]} |")
+    lines.append("")
+    if CACHE_HIT in keys:
+        checks = []
+        for scenario, name in (("plain_c32", "plain"), ("stream_c32", "stream")):
+            ratios = _pairs_to(samples, CACHE_HIT, PASS_THROUGH, scenario)
+            met = bool(ratios) and statistics.median(ratios) <= HIT_GOAL
+            checks.append((met, f"{name} {_middle(ratios)}"))
+        met = all(ok for ok, _ in checks)
+        detail = "; ".join(("✓ " if ok else "✗ ") + text for ok, text in checks)
+        lines += [
+            f"- exact hit <= {HIT_GOAL}x pass-through miss (issue 22): "
+            f"**{'met' if met else 'NOT met'}** — {detail}.",
+            "",
+        ]
+    return lines
 
 
 def _wrk_table(targets: list[Target], samples: dict[str, list[Sample]], scenario: str) -> list[str]:
@@ -437,5 +504,6 @@ def write(
         "",
         *_verdicts(targets, samples),
         "",
+        *_cache_lines(targets, samples),
     ]
     replace_section(args.section, lines, path)

@@ -4,7 +4,11 @@ Each round starts every target's server on core 0 (``taskset -c 0``), then runs 
 every target in turn (A B C, A B C), so only the target being measured has work on core 0; the
 mock upstream, wrk and the streaming client share core 1. The c=32 scenarios, whose CPU per
 request makes the ratios, are taken in slices in turn. Options: ``--rounds``, ``--seconds``,
-``--slices``, ``--only key,key``, ``--skip-litellm``.
+``--slices``, ``--only key,key``, ``--skip-litellm``, ``--section``. The response cache's
+targets alone, against the pass-through they are compared with (a few minutes)::
+
+    python -m benchmarks.run --skip-litellm --rounds 1 --section cache \
+        --only aiohttp,gateway-starlette,gateway-cache-hit,gateway-cache-miss
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from benchmarks.targets import (
     WORK,
     Target,
     bare_targets,
+    confirm_cache_hit,
     ensure_litellm,
     event_loop,
     gateway_targets,
@@ -172,6 +177,8 @@ def run_round(
                     raise RuntimeError(f"{target.key} has no gateway key")
                 register_provider_key(port, target.auth)  # once per tenant: the store keeps it
                 registered.add(target.auth)
+            if target.key == report.CACHE_HIT and target.auth is not None:
+                confirm_cache_hit(port, target.auth, measure.chat_body(stream=False))
         servers = [live.pid for live in lives if live.server is not None]
         for live in lives:
             live.load = ForeignLoad(idle=[pid for pid in servers if pid != live.pid])

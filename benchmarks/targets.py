@@ -131,6 +131,23 @@ def gateway_targets(loop: str, upstream: str, tmp: Path) -> list[Target]:
             vary=True,
         ),
         Target(
+            "gateway-cache-hit",
+            "(e*h) (e*) with the exact response cache, the same body every time (every request "
+            "a hit but the first)",
+            serve,
+            {**env, "BYOK_CACHE": "exact"},
+            gateway_key,
+        ),
+        Target(
+            "gateway-cache-miss",
+            "(e*m) (e*) with the exact response cache, every body unique (every request a "
+            "lookup, a miss and a store)",
+            serve,
+            {**env, "BYOK_CACHE": "exact"},
+            gateway_key,
+            vary=True,
+        ),
+        Target(
             "gateway-httpx-aiohttp",
             "(e') gateway, httpx over AiohttpTransport injected",
             argv,
@@ -160,6 +177,24 @@ def register_provider_key(port: int, gateway_key: str) -> None:
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         if response.status != 201:
             raise RuntimeError(f"registering the provider key answered {response.status}")
+
+
+def confirm_cache_hit(port: int, gateway_key: str, body: bytes) -> None:
+    """Send ``body`` twice; the second answer must say ``x-byok-cache: hit`` (else the hit
+    target would measure something else, silently)."""
+    seen = ""
+    for _ in range(2):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=body,
+            headers={"Authorization": f"Bearer {gateway_key}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        # S310: the URL is built above from 127.0.0.1 and our own port.
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            seen = response.headers.get("x-byok-cache", "")
+    if seen != "hit":
+        raise RuntimeError(f"the cache-hit target answered x-byok-cache {seen!r}, not 'hit'")
 
 
 def ensure_litellm(log: Path) -> tuple[Path | None, str]:
