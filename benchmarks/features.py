@@ -352,12 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None and args.profile not in {v.name for v in variants}:
         parser.error(f"--profile: one of {', '.join(v.name for v in variants)}")
     if args.only:
-        chosen = set(args.only.split(","))
-        unknown = chosen - {v.name for v in variants}
+        wanted = set(args.only.split(","))
+        unknown = wanted - {v.name for v in variants}
         if unknown:
             parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
-        chosen |= {v.baseline for v in variants if v.name in chosen and v.baseline}
-        variants = [v for v in variants if v.name in chosen]
+        wanted |= {v.baseline for v in variants if v.name in wanted and v.baseline}
+        variants = [v for v in variants if v.name in wanted]
     load_before = _load()
     started = time.monotonic()
     asyncio.run(_measure(variants, args.requests, args.rounds))
