@@ -1,22 +1,33 @@
-"""The cache in the gateway's SQLite file: its own table, its own aiosqlite connection.
+"""The cache in the gateway's SQLite file: its own table; writes on a thread of its own.
 
 Several processes may share the file (WAL, ``busy_timeout``): what one stores, the others hit.
 The table's running totals live in a one-row table kept by triggers, so the size check on a write
 reads one row, and it stays right whichever process wrote. The table name carries the entry
 format's version: a new format starts a new table instead of migrating a cache.
+
+Writes are plain functions run on the backend's single worker thread: a write of many entries is
+one transaction in one hop (the statements one by one through aiosqlite took a hop each: nine
+for a store), and the worker being single, they run in the order asked and never interleave.
+A lookup reads on the caller's thread, through a second, read-only connection: a point read by
+the unique index, which in WAL mode never waits for a writer (a hop to a thread cost more CPU
+than the read itself); should it find the file busy all the same, it reads through the worker.
+Commits do not wait for the disk (``synchronous = NORMAL`` in WAL mode): a power cut may lose
+the last entries, which a cache can afford; the file stays consistent.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
-
-import aiosqlite
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from byok_middleware.cache.backend import BackendUsage, StoredEntry, VectorRow
 
 __all__ = ["SQLiteBackend"]
+
+_T = TypeVar("_T")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS byok_cache_v1 (
@@ -72,6 +83,44 @@ _VECTORS = """SELECT seq, key, grp, vector FROM byok_cache_v1
 _LRU_BATCH = 256
 
 
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _reader(path: str) -> sqlite3.Connection:
+    """The read-only connection lookups use; no busy wait (a busy read goes to the worker)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def _row(tenant_id: str, key: str, found: tuple[Any, ...]) -> StoredEntry:
+    group, sealed, vector, created_at, expires_at, _ = found
+    return StoredEntry(
+        tenant_id=tenant_id,
+        key=key,
+        sealed=bytes(sealed),
+        created_at=created_at,
+        expires_at=expires_at,
+        group=group,
+        vector=None if vector is None else bytes(vector),
+    )
+
+
 class SQLiteBackend:
     """A ``CacheBackend`` on one SQLite file (``path``), or ``:memory:``."""
 
@@ -81,8 +130,10 @@ class SQLiteBackend:
         self._path = path
         self._max_bytes = max_bytes
         self._touch = touch_seconds
-        self._conn: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._reader: sqlite3.Connection | None = None  # on the event loop's thread
+        self._lock = asyncio.Lock()  # open and close only; the single worker orders the rest
 
     def __repr__(self) -> str:
         return f"SQLiteBackend(path={self._path!r})"
@@ -94,123 +145,143 @@ class SQLiteBackend:
     async def close(self) -> None:
         async with self._lock:
             conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+            worker, self._worker = self._worker, None
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+        if worker is not None:
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(worker, conn.close)
+            worker.shutdown(wait=False)
 
-    async def _connected(self) -> aiosqlite.Connection:
-        if self._conn is not None:
-            return self._conn
+    async def _connected(self) -> tuple[ThreadPoolExecutor, sqlite3.Connection]:
+        if self._conn is not None and self._worker is not None:
+            return self._worker, self._conn
         async with self._lock:
-            if self._conn is None:
-                conn = await aiosqlite.connect(self._path, isolation_level=None)
+            if self._conn is None or self._worker is None:
+                worker = ThreadPoolExecutor(1, thread_name_prefix="byok-cache-sqlite")
+                loop = asyncio.get_running_loop()
                 try:
-                    await conn.execute("PRAGMA busy_timeout = 5000")
-                    if self._path != ":memory:":
-                        await conn.execute("PRAGMA journal_mode = WAL")
-                    await conn.execute("BEGIN IMMEDIATE")
-                    for statement in _SCHEMA:
-                        await conn.execute(statement)
-                    await conn.execute("COMMIT")
+                    self._conn = await loop.run_in_executor(worker, _connect, self._path)
                 except BaseException:
-                    await conn.close()
+                    worker.shutdown(wait=False)
                     raise
-                self._conn = conn
-            return self._conn
+                self._worker = worker
+                if self._path != ":memory:":  # a second connection would be another database
+                    self._reader = _reader(self._path)
+            return self._worker, self._conn
 
-    async def _write(self, sql: str, params: Sequence[Any]) -> int:
-        """One statement as its own transaction; its row count."""
-        conn = await self._connected()
-        async with self._lock:
-            cursor = await conn.execute(sql, params)
-            return max(cursor.rowcount, 0)
-
-    async def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        conn = await self._connected()
-        async with self._lock:
-            cursor = await conn.execute(sql, params)
-            return list(await cursor.fetchall())
+    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``work(conn)`` on the worker thread: one hop, whatever it runs."""
+        worker, conn = await self._connected()
+        return await asyncio.get_running_loop().run_in_executor(worker, work, conn)
 
     async def get(self, tenant_id: str, key: str, now: float) -> StoredEntry | None:
-        rows = await self._read(_GET, (tenant_id, key))
-        if not rows:
-            return None
-        group, sealed, vector, created_at, expires_at, last_used = rows[0]
-        if expires_at <= now:
-            await self._write(_DELETE_EXPIRED_ONE, (tenant_id, key, now))
-            return None
-        if now - last_used >= self._touch:
-            await self._write(_TOUCH, (now, tenant_id, key))
-        return StoredEntry(
-            tenant_id=tenant_id,
-            key=key,
-            sealed=bytes(sealed),
-            created_at=created_at,
-            expires_at=expires_at,
-            group=group,
-            vector=None if vector is None else bytes(vector),
-        )
+        if self._reader is None:
+            await self._connected()
+        reader = self._reader
+        if reader is not None:
+            try:
+                rows = reader.execute(_GET, (tenant_id, key)).fetchall()  # all: ends the read
+            except sqlite3.OperationalError:  # busy (e.g. another process recovering the WAL)
+                return await self._get_on_worker(tenant_id, key, now)
+            if not rows:
+                return None
+            found = rows[0]
+            if found[4] <= now:
+                await self._run(
+                    lambda conn: conn.execute(_DELETE_EXPIRED_ONE, (tenant_id, key, now))
+                )
+                return None
+            if now - found[5] >= self._touch:
+                await self._run(lambda conn: conn.execute(_TOUCH, (now, tenant_id, key)))
+            return _row(tenant_id, key, found)
+        return await self._get_on_worker(tenant_id, key, now)
+
+    async def _get_on_worker(self, tenant_id: str, key: str, now: float) -> StoredEntry | None:
+        touch = self._touch
+
+        def get(conn: sqlite3.Connection) -> StoredEntry | None:
+            found = conn.execute(_GET, (tenant_id, key)).fetchone()
+            if found is None:
+                return None
+            if found[4] <= now:
+                conn.execute(_DELETE_EXPIRED_ONE, (tenant_id, key, now))
+                return None
+            if now - found[5] >= touch:
+                conn.execute(_TOUCH, (now, tenant_id, key))
+            return _row(tenant_id, key, found)
+
+        return await self._run(get)
 
     async def put(self, entry: StoredEntry, now: float) -> int:
-        values = (
-            entry.tenant_id,
-            entry.key,
-            entry.group,
-            entry.sealed,
-            entry.vector,
-            entry.size,
-            entry.created_at,
-            entry.expires_at,
-            now,
-        )
-        conn = await self._connected()
-        async with self._lock:
-            await conn.execute("BEGIN IMMEDIATE")
+        return await self.put_many([entry], now)
+
+    async def put_many(self, entries: Sequence[StoredEntry], now: float) -> int:
+        """Store ``entries`` (a later one replaces an earlier of the same key) in one
+        transaction, then drop the expired and evict to fit; how many were evicted."""
+        deletes = [(e.tenant_id, e.key) for e in entries]
+        inserts = [
+            (e.tenant_id, e.key, e.group, e.sealed, e.vector, e.size, e.created_at,
+             e.expires_at, now)
+            for e in entries
+        ]  # fmt: skip
+        max_bytes = self._max_bytes
+
+        def put(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 # Delete then insert (not REPLACE): the row gets a new seq, and triggers fire.
-                await conn.execute(_DELETE, (entry.tenant_id, entry.key))
-                await conn.execute(_INSERT, values)
-                cursor = await conn.execute(_DELETE_EXPIRED, (now,))
-                evicted = max(cursor.rowcount, 0) + await self._evict(conn)
-                await conn.execute("COMMIT")
+                for delete, insert in zip(deletes, inserts, strict=True):
+                    conn.execute(_DELETE, delete)
+                    conn.execute(_INSERT, insert)
+                evicted = max(conn.execute(_DELETE_EXPIRED, (now,)).rowcount, 0)
+                evicted += _evict(conn, max_bytes)
+                conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-        return evicted
+            return evicted
 
-    async def _evict(self, conn: aiosqlite.Connection) -> int:
-        """Delete least recently used rows until the totals fit; inside the caller's transaction."""
-        evicted = 0
-        while True:
-            cursor = await conn.execute(_TOTALS)
-            row = await cursor.fetchone()
-            excess = (row[1] if row else 0) - self._max_bytes
-            if excess <= 0:
-                return evicted
-            cursor = await conn.execute(_OLDEST, (_LRU_BATCH,))
-            doomed = []
-            for seq, size in await cursor.fetchall():
-                doomed.append((seq,))
-                excess -= size
-                if excess <= 0:
-                    break
-            if not doomed:
-                return evicted
-            await conn.executemany(_DELETE_SEQ, doomed)
-            evicted += len(doomed)
+        return await self._run(put) if entries else 0
 
     async def delete(self, tenant_id: str, key: str) -> None:
-        await self._write(_DELETE, (tenant_id, key))
+        await self._run(lambda conn: conn.execute(_DELETE, (tenant_id, key)))
 
     async def clear_tenant(self, tenant_id: str) -> int:
-        return await self._write(_CLEAR_TENANT, (tenant_id,))
+        return await self._run(
+            lambda conn: max(conn.execute(_CLEAR_TENANT, (tenant_id,)).rowcount, 0)
+        )
 
     async def vectors(
         self, tenant_id: str, after_seq: int, now: float, limit: int
     ) -> list[VectorRow]:
-        rows = await self._read(_VECTORS, (tenant_id, after_seq, now, limit))
+        rows = await self._run(
+            lambda conn: conn.execute(_VECTORS, (tenant_id, after_seq, now, limit)).fetchall()
+        )
         return [VectorRow(seq=r[0], key=r[1], group=r[2], vector=bytes(r[3])) for r in rows]
 
     async def usage(self) -> BackendUsage:
-        rows = await self._read(_TOTALS, ())
-        entries, total = rows[0] if rows else (0, 0)
+        found = await self._run(lambda conn: conn.execute(_TOTALS).fetchone())
+        entries, total = found if found else (0, 0)
         return BackendUsage(entries=entries, bytes=total, max_bytes=self._max_bytes)
+
+
+def _evict(conn: sqlite3.Connection, max_bytes: int) -> int:
+    """Delete least recently used rows until the totals fit; inside the caller's transaction."""
+    evicted = 0
+    while True:
+        found = conn.execute(_TOTALS).fetchone()
+        excess = (found[1] if found else 0) - max_bytes
+        if excess <= 0:
+            return evicted
+        doomed = []
+        for seq, size in conn.execute(_OLDEST, (_LRU_BATCH,)).fetchall():
+            doomed.append((seq,))
+            excess -= size
+            if excess <= 0:
+                break
+        if not doomed:
+            return evicted
+        conn.executemany(_DELETE_SEQ, doomed)
+        evicted += len(doomed)
