@@ -235,6 +235,8 @@ async def _start(variant: Variant, folder: Path, stack: AsyncExitStack) -> Calla
                 received[0] = False
                 await middleware(scope, receive, send)
             await gateway.ledger.flush()
+            if gateway.cache is not None:
+                await gateway.cache.cache.flush()  # the batch pays for its own deferred writes
 
         async def checked() -> None:
             await step()

@@ -9,6 +9,7 @@ semantic layer; the ledger and ``/byok/usage`` show the savings; two replicas sh
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,13 +206,37 @@ def test_delete_clears_only_the_callers_entries(cached: Gateway) -> None:
 
 
 def test_two_replicas_share_hits(start_gateway: Callable[..., Gateway], fake: FakeUpstream) -> None:
-    """Two gateway servers on one SQLite file: an answer stored by one is a hit on the other."""
-    first = start_gateway(cache=_cache(CacheMode.EXACT))
-    second = start_gateway(cache=_cache(CacheMode.EXACT), master_key=first.config.master_key)
+    """Two gateway servers on one SQLite file: an answer stored by one is a hit on the other
+    (written at once with no write-behind delay)."""
+    first = start_gateway(cache=_cache(CacheMode.EXACT, store_delay_seconds=0))
+    second = start_gateway(
+        cache=_cache(CacheMode.EXACT, store_delay_seconds=0), master_key=first.config.master_key
+    )
     second.tenants = first.tenants
     chat(first)
     assert chat(second).headers["x-byok-cache"] == "hit"
     assert chat_calls(fake) == 1
+
+
+def test_a_stored_answer_reaches_another_replica_after_the_write_behind_delay(
+    start_gateway: Callable[..., Gateway], fake: FakeUpstream
+) -> None:
+    """With a write-behind delay the storing replica hits at once (before the write), and the
+    other replica hits once the batch was written, within the delay and a margin."""
+    settings = _cache(CacheMode.EXACT, store_delay_seconds=0.5)
+    first = start_gateway(cache=settings)
+    second = start_gateway(cache=settings, master_key=first.config.master_key)
+    second.tenants = first.tenants
+    started = time.monotonic()
+    assert chat(first).headers["x-byok-cache"] == "miss"
+    assert chat(first).headers["x-byok-cache"] == "hit"  # from the pending write
+    if time.monotonic() - started < 0.4:  # a slow machine may have written it already
+        assert chat(second, cache="no-store").headers["x-byok-cache"] == "miss"
+    status = "miss"
+    while status == "miss" and time.monotonic() - started < 10:
+        time.sleep(0.05)
+        status = chat(second, cache="no-store").headers["x-byok-cache"]
+    assert status == "hit"
 
 
 def test_no_provider_key_reaches_a_cache_entry(cached: Gateway) -> None:

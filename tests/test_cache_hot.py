@@ -235,7 +235,8 @@ def test_delete_reaches_another_replicas_hot_layer_through_redis(
     """Two gateways on one SQLite file and one Redis: after DELETE /byok/cache on the first,
     the second's hot copy stops serving well before ``hot_seconds`` (an hour here)."""
     redis_url = service_url("redis")
-    cache = CacheSettings(mode=CacheMode.EXACT, hot_seconds=3600)
+    # No write-behind delay: the second replica reads the first's answer straight after it.
+    cache = CacheSettings(mode=CacheMode.EXACT, hot_seconds=3600, store_delay_seconds=0)
     first = start_gateway(cache=cache, redis_url=redis_url)
     second = start_gateway(cache=cache, redis_url=redis_url, master_key=first.config.master_key)
     second.tenants = first.tenants

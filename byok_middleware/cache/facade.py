@@ -8,6 +8,10 @@ made leaves the request to the exact layer.
 
 A repeated exact request is answered from the hot layer (``cache/hot.py``) when it can be: no
 backend read, no decryption, no canonical JSON, and the answer's JSON already written.
+
+A store called with ``defer=True`` (the request path's) seals the answer and leaves its write to
+``cache/writer.py``: batched, after the response, in one backend call; this process serves the
+entry from there meanwhile. Without ``defer`` a store returns once its row is written.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from byok_middleware.cache.semantic import (
     vector_bytes,
 )
 from byok_middleware.cache.settings import CacheMode, CacheSettings
+from byok_middleware.cache.writer import Pending, PendingWrites
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.crypto import DecryptionError, Keyring
 from byok_middleware.errors import ConfigurationError
@@ -69,6 +74,7 @@ class CacheMetrics:
     dropped: int = 0  # entries that could not be opened (e.g. their master key is gone)
     embed_failures: int = 0
     hot_hits: int = 0  # exact hits answered by the hot layer (counted in exact_hits too)
+    write_failures: int = 0  # batches of stored answers the backend refused (then dropped)
     saved_usd: Decimal = field(default_factory=Decimal)
 
 
@@ -115,6 +121,13 @@ class ResponseCache:
         )
         self._memo = KeyMemo(_KEY_MEMO if self._hot.enabled else 0)
         self._background: set[asyncio.Task[None]] = set()
+        self._writes = PendingWrites(
+            backend,
+            delay=self.settings.store_delay_seconds,
+            batch=self.settings.store_batch,
+            now=self._now,
+            on_evicted=self._evicted,
+        )
 
     def __repr__(self) -> str:
         return f"ResponseCache(mode={self.settings.mode.value}, backend={self.backend!r})"
@@ -122,7 +135,16 @@ class ResponseCache:
     async def open(self) -> None:
         await self.backend.open()
 
+    def _evicted(self, count: int) -> None:
+        self.metrics.evicted += count
+
+    async def flush(self) -> None:
+        """Write the answers stored with ``defer`` now (closing does it too)."""
+        await self._writes.flush()
+
     async def close(self) -> None:
+        await self._writes.close()
+        self.metrics.write_failures = self._writes.failures
         for task in list(self._background):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,6 +227,9 @@ class ResponseCache:
         keys = self._keys(tenant_id, provider, model, body, mode, kind, embedder)
         if memo_key is not None:
             self._memo.put(memo_key, keys.exact)
+        pending = self._writes.get(tenant_id, keys.exact, now)
+        if pending is not None and pending.entry.kind == kind:
+            return self._hit(pending.entry, keys.exact, None)  # stored here, not yet written
         generation = self._hot.generation(tenant_id)
         row = await self.backend.get(tenant_id, keys.exact, now)
         entry = await self._open(row, kind) if row is not None else None
@@ -269,6 +294,9 @@ class ResponseCache:
         for key, similarity in candidates:
             if similarity < self.settings.min_similarity:
                 break
+            pending = self._writes.get(tenant_id, key, now)
+            if pending is not None and pending.row.group == keys.group:
+                return self._hit(pending.entry, key, min(similarity, 1.0))
             row = await self.backend.get(tenant_id, key, now)
             if row is None or row.group != keys.group:
                 index.remove(tenant_id, key)  # gone from the backend: evicted, expired, replaced
@@ -335,10 +363,13 @@ class ResponseCache:
         mode: CacheMode | None = None,
         kind: CacheKind = "chat",
         embed: Embedder | None = None,
+        defer: bool = False,
     ) -> bool:
         """Store a good answer (see ``is_storable``); True when stored. ``response`` is the
         chat completion (a stream assembled by ``StreamAssembler``, None if it was cut) or the
-        embeddings answer; ``cost_usd`` what this call cost, shown as saved on later hits."""
+        embeddings answer; ``cost_usd`` what this call cost, shown as saved on later hits.
+        ``defer``: return once the row is sealed and queued (this process serves it at once);
+        the write follows in a batch (``CacheSettings.store_delay_seconds``)."""
         mode = self.settings.mode if mode is None else mode
         if mode is CacheMode.OFF:
             return False
@@ -347,7 +378,7 @@ class ResponseCache:
             return False
         now = self._now()
         embedder = embed or self._embedder
-        keys = self._keys(tenant_id, provider, model, body, mode, kind, embedder)
+        keys = self._stored_keys(tenant_id, provider, model, body, mode, kind, embedder)
         answer = {k: v for k, v in response.items() if k != self._metadata_field}
         entry = CacheEntry(kind, answer, cost_usd, provider, model, now)
         vector: bytes | None = None
@@ -366,19 +397,41 @@ class ResponseCache:
             if vector is None
             else seal_vector(self._keyring, tenant_id, keys.exact, vector),
         )
-        self.metrics.evicted += await self.backend.put(row, now)
+        full = self._writes.add(Pending(row, entry))
         self._hot.discard(tenant_id, keys.exact)  # a refresh: the old answer stops serving here
         self.metrics.stores += 1
         if vector is not None and keys.group is not None and self._index is not None:
             self._index.add(tenant_id, keys.exact, keys.group, vector)
+        if full or not defer:
+            await self._writes.flush()
         return True
+
+    def _stored_keys(
+        self,
+        tenant_id: str,
+        provider: str,
+        model: str,
+        body: Mapping[str, Any],
+        mode: CacheMode,
+        kind: CacheKind,
+        embedder: Embedder | None,
+    ) -> RequestKeys:
+        """The keys for a store: an exact-only store reuses the key its lookup computed (the
+        memo), instead of writing the canonical JSON a second time."""
+        if mode is not CacheMode.SEMANTIC or embedder is None or kind != "chat":
+            memo_key = self._memo_key(tenant_id, provider, model, kind, body)
+            if memo_key is not None and (key := self._memo.get(memo_key)) is not None:
+                return RequestKeys(exact=key, group=None, text=None)
+        return self._keys(tenant_id, provider, model, body, mode, kind, embedder)
 
     async def clear_tenant(self, tenant_id: str) -> int:
         """Remove every entry of ``tenant_id`` (``DELETE /byok/cache``); how many there were.
         This process's hot layer forgets the tenant; other replicas' need :meth:`forget` (the
         engine publishes the clear on its invalidation bus)."""
         self._hot.drop_tenant(tenant_id)
-        removed = await self.backend.clear_tenant(tenant_id)
+        async with self._writes.lock:  # after a write in progress, before any later one
+            self._writes.drop_tenant(tenant_id)
+            removed = await self.backend.clear_tenant(tenant_id)
         self._hot.drop_tenant(tenant_id)  # and refuse fills read before the rows went
         if self._index is not None:
             self._index.drop_tenant(tenant_id)
@@ -395,5 +448,6 @@ class ResponseCache:
             self._hot.drop_tenant(tenant_id)
 
     async def sizes(self) -> CacheSizes:
+        await self._writes.flush()
         indexed = self._index.sizes() if self._index is not None else {}
         return CacheSizes(backend=await self.backend.usage(), indexed=indexed)

@@ -118,6 +118,11 @@ class CacheSettings:
 
     ``hot_seconds``, ``hot_entries`` and ``hot_bytes`` bound the hot layer (``cache/hot.py``):
     exact entries a lookup opened, kept in this process for at most ``hot_seconds`` (0: none).
+
+    ``store_delay_seconds`` is how long a stored answer may wait in this process before it is
+    written (with the others that came meanwhile, in one transaction, after the response was
+    sent); this process serves it at once, other replicas after the write. ``store_batch``
+    pending answers are written without waiting for the delay.
     """
 
     mode: CacheMode = CacheMode.OFF
@@ -131,6 +136,8 @@ class CacheSettings:
     hot_seconds: float = 5.0
     hot_entries: int = 1024
     hot_bytes: int = 16 * 1024 * 1024
+    store_delay_seconds: float = 0.05
+    store_batch: int = 64
 
     def __post_init__(self) -> None:
         if self.ttl_seconds <= 0:
@@ -148,11 +155,16 @@ class CacheSettings:
             raise ConfigurationError("semantic_candidates must be at least 1")
         if self.hot_seconds < 0 or self.hot_entries < 0 or self.hot_bytes < 0:
             raise ConfigurationError("hot_seconds, hot_entries and hot_bytes must not be negative")
+        if not 0 <= self.store_delay_seconds <= 60:
+            raise ConfigurationError("BYOK_CACHE_STORE_DELAY must be 0 to 60 seconds")
+        if self.store_batch < 1:
+            raise ConfigurationError("store_batch must be at least 1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CacheSettings:
         """Read ``BYOK_CACHE``, ``BYOK_CACHE_TTL``, ``BYOK_CACHE_MIN_SIMILARITY``,
-        ``BYOK_CACHE_EMBEDDING_MODEL`` and ``BYOK_CACHE_MAX_BYTES``; unset means the default.
+        ``BYOK_CACHE_EMBEDDING_MODEL``, ``BYOK_CACHE_MAX_BYTES`` and ``BYOK_CACHE_STORE_DELAY``;
+        unset means the default.
 
         Raises:
             ConfigurationError: a value of the wrong kind or out of range, naming the variable.
@@ -165,4 +177,7 @@ class CacheSettings:
             embedding_model=environ.get("BYOK_CACHE_EMBEDDING_MODEL", "").strip()
             or default.embedding_model,
             max_bytes=int(_number(environ, "BYOK_CACHE_MAX_BYTES", default.max_bytes)),
+            store_delay_seconds=_number(
+                environ, "BYOK_CACHE_STORE_DELAY", default.store_delay_seconds
+            ),
         )

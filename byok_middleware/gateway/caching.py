@@ -140,6 +140,7 @@ class CacheStep:
                 mode=mode,
                 kind=kind,
                 embed=self._embedder_for(call, mode, kind),
+                defer=True,  # written in a batch after the response, off the request's path
             )
         except (OSError, ValueError, BYOKError) as exc:
             logger.warning("could not store a cache entry (%s): %s", call.request_id, exc)
