@@ -11,13 +11,16 @@ The engine reports through ``Telemetry``: ``start`` when a proxied request's ``C
 ``attempt`` after each upstream attempt (``gateway/failover.py``), ``finish`` with the ledger
 row (``Gateway.record``; the cache's rows too) and ``end`` for a request that wrote no row (a
 refusal before any upstream attempt, a crash). Each request ends once: the token on the
-``Call`` is cleared at the first end.
+``Call`` is cleared at the first end. Only the members that need a fact (their ``needs()``,
+asked once per request) hear of it, and a fact nobody needs is not built: by default (the INFO
+line hidden, no SDK) a served request makes no ``RequestStart``, ``AttemptResult`` or
+``RequestEnd`` at all.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -25,6 +28,11 @@ from byok_middleware.errors import ConfigurationError
 from byok_middleware.storage.base import AdminStore, UsageRecord
 from byok_middleware.telemetry.logs import LogObserver
 from byok_middleware.telemetry.observer import (
+    NEEDS_ALL,
+    NEEDS_ATTEMPTS,
+    NEEDS_END,
+    NEEDS_FAILURES,
+    NEEDS_START,
     AttemptResult,
     KeyEvent,
     Observer,
@@ -48,10 +56,57 @@ __all__ = ["Telemetry", "build_telemetry"]
 _TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
 
 
-class Telemetry:
-    """The engine's observers as one, with the registry and notifier they own."""
+class _Plan:
+    """Which members hear what, for one combination of their needs (indices into members)."""
 
-    __slots__ = ("metrics", "notifier", "observer", "registry", "tracer")
+    __slots__ = ("attempts", "eager", "ends", "failures", "idle")
+
+    def __init__(self, masks: Sequence[int]) -> None:
+        def having(flags: int) -> tuple[int, ...]:
+            return tuple(i for i, mask in enumerate(masks) if mask & flags)
+
+        self.eager = having(NEEDS_START)
+        self.attempts = having(NEEDS_ATTEMPTS)
+        self.failures = having(NEEDS_ATTEMPTS | NEEDS_FAILURES)
+        self.ends = having(NEEDS_END)
+        self.idle = not (self.eager or self.failures or self.ends)
+
+
+class _Observed:
+    """``Call.telemetry`` while a request is observed: its plan, what is known of its start,
+    and the members' tokens (a member's ``request_started`` runs when first needed)."""
+
+    __slots__ = ("model", "plan", "start", "stream", "tokens")
+
+    def __init__(self, plan: _Plan, model: str, stream: bool) -> None:
+        self.plan = plan
+        self.model = model
+        self.stream = stream
+        self.start: RequestStart | None = None
+        self.tokens: dict[int, object] | None = None
+
+
+def _everything() -> int:
+    return NEEDS_ALL
+
+
+class Telemetry:
+    """The engine's observers as one, with the registry and notifier they own.
+
+    Each request asks every member's ``needs()`` once (members without one need everything)
+    and builds only the facts some member reads: with the defaults and no SDK, a served request
+    costs one small object and no dataclass (the WARNINGs still see every failed attempt)."""
+
+    __slots__ = (
+        "_asks",
+        "_members",
+        "_plans",
+        "metrics",
+        "notifier",
+        "observer",
+        "registry",
+        "tracer",
+    )
 
     def __init__(
         self,
@@ -62,6 +117,14 @@ class Telemetry:
         tracer: TracingObserver | None = None,
     ) -> None:
         self.observer = observer
+        members = observer.members if isinstance(observer, Observers) else (observer,)
+        self._members: tuple[Observer, ...] = members
+        asks: list[Callable[[], int]] = []
+        for member in members:
+            needs = getattr(member, "needs", None)
+            asks.append(needs if callable(needs) else _everything)
+        self._asks = tuple(asks)
+        self._plans: dict[tuple[int, ...], _Plan] = {}
         self.metrics = metrics
         # prometheus_client.CollectorRegistry when BYOK_METRICS is on (``/byok/metrics``).
         self.registry = metrics.registry if metrics is not None else None
@@ -85,20 +148,42 @@ class Telemetry:
         headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         """A proxied request arrived (``model`` as requested, when the body is already read)."""
+        masks = tuple([ask() for ask in self._asks])
+        plan = self._plans.get(masks)
+        if plan is None:
+            plan = self._plans[masks] = _Plan(masks)  # at most 16 per member: bounded
+        if plan.idle:
+            return  # nobody reads this request: the other calls stop at ``call.telemetry``
+        observed = _Observed(plan, model if isinstance(model, str) else "", stream)
+        call.telemetry = observed
+        if not plan.eager:
+            return
         trace: dict[str, str] = {}
         if self.tracer is not None and self.tracer.active:
             for name, value in headers:
                 if name in _TRACE_HEADERS:
                     trace[name.decode("latin-1")] = value.decode("latin-1")
-        start = RequestStart(
-            call.request_id,
-            call.tenant_id,
-            call.endpoint,
-            model if isinstance(model, str) else "",
-            stream,
-            trace,
+        start = observed.start = RequestStart(
+            call.request_id, call.tenant_id, call.endpoint, observed.model, stream, trace
         )
-        call.telemetry = self.observer.request_started(start)
+        tokens = observed.tokens = {}
+        for index in plan.eager:
+            tokens[index] = self._members[index].request_started(start)
+
+    def _token(self, call: Call, observed: _Observed, index: int) -> object:
+        """The member's token, starting it now if it did not need the arrival itself."""
+        tokens = observed.tokens
+        if tokens is None:
+            tokens = observed.tokens = {}
+        elif index in tokens:
+            return tokens[index]
+        start = observed.start
+        if start is None:
+            start = observed.start = RequestStart(
+                call.request_id, call.tenant_id, call.endpoint, observed.model, observed.stream
+            )
+        token = tokens[index] = self._members[index].request_started(start)
+        return token
 
     def attempt(
         self,
@@ -111,7 +196,16 @@ class Telemetry:
         cooldown_until: datetime | None = None,
     ) -> None:
         """One upstream attempt ended (``status`` None: no answer came; ``began``: perf_counter)."""
-        if call.telemetry is None:
+        observed = call.telemetry
+        if not isinstance(observed, _Observed):
+            return
+        if status is not None and status < 400 and not timeout:
+            error = None
+            targets = observed.plan.attempts
+        else:
+            error = error_class(status, timeout=timeout)
+            targets = observed.plan.failures if error is not None else observed.plan.attempts
+        if not targets:
             return
         result = AttemptResult(
             attempt=call.attempts,
@@ -121,17 +215,20 @@ class Telemetry:
             attribution=candidate.attribution,
             status_code=status,
             duration_ms=(time.perf_counter() - began) * 1000,
-            error=error_class(status, timeout=timeout),
+            error=error,
             cooldown_until=cooldown_until,
         )
-        self.observer.attempt_finished(call.telemetry, result)
+        for index in targets:
+            self._members[index].attempt_finished(self._token(call, observed, index), result)
 
     def finish(self, call: Call, row: UsageRecord) -> None:
         """The request ended with ``row`` in the ledger."""
-        token = call.telemetry
-        if token is None:
+        observed = call.telemetry
+        if observed is None:
             return
         call.telemetry = None
+        if not isinstance(observed, _Observed) or not observed.plan.ends:
+            return
         end = RequestEnd(
             status_code=row.status_code,
             latency_ms=row.latency_ms,
@@ -149,14 +246,16 @@ class Telemetry:
             error_type=row.error_type,
             refusal=call.refusal,
         )
-        self.observer.request_finished(token, end)
+        self._ended(call, observed, end)
 
     def end(self, call: Call, status: int, error_type: str | None = None) -> None:
         """The request ended without a ledger row (refused before any upstream attempt)."""
-        token = call.telemetry
-        if token is None:
+        observed = call.telemetry
+        if observed is None:
             return
         call.telemetry = None
+        if not isinstance(observed, _Observed) or not observed.plan.ends:
+            return
         end = RequestEnd(
             status_code=status,
             latency_ms=(time.perf_counter() - call.started) * 1000,
@@ -166,7 +265,11 @@ class Telemetry:
             error_type=error_type,
             refusal=call.refusal,
         )
-        self.observer.request_finished(token, end)
+        self._ended(call, observed, end)
+
+    def _ended(self, call: Call, observed: _Observed, end: RequestEnd) -> None:
+        for index in observed.plan.ends:
+            self._members[index].request_finished(self._token(call, observed, index), end)
 
     def key_event(self, event: KeyEvent) -> None:
         self.observer.key_event(event)

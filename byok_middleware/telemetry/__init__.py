@@ -5,6 +5,11 @@ end, and on key events. Nothing here imports the HTTP layer or ASGI.
 
 from byok_middleware.telemetry.observer import (
     KEY_EVENTS,
+    NEEDS_ALL,
+    NEEDS_ATTEMPTS,
+    NEEDS_END,
+    NEEDS_FAILURES,
+    NEEDS_START,
     AttemptResult,
     KeyEvent,
     Observer,
@@ -16,6 +21,11 @@ from byok_middleware.telemetry.observer import (
 
 __all__ = [
     "KEY_EVENTS",
+    "NEEDS_ALL",
+    "NEEDS_ATTEMPTS",
+    "NEEDS_END",
+    "NEEDS_FAILURES",
+    "NEEDS_START",
     "AttemptResult",
     "KeyEvent",
     "Observer",

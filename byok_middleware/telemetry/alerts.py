@@ -94,6 +94,9 @@ class WebhookNotifier:
         return f"WebhookNotifier(pending={len(self._pending)})"
 
     # Observer: only key events matter here.
+    def needs(self) -> int:
+        return 0  # nothing per request: the engine skips the calls below
+
     def request_started(self, start: RequestStart) -> object:
         return None
 

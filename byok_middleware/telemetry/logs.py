@@ -18,7 +18,14 @@ import json as _json
 import logging
 from typing import Any
 
-from byok_middleware.telemetry.observer import AttemptResult, KeyEvent, RequestEnd, RequestStart
+from byok_middleware.telemetry.observer import (
+    NEEDS_END,
+    NEEDS_FAILURES,
+    AttemptResult,
+    KeyEvent,
+    RequestEnd,
+    RequestStart,
+)
 
 __all__ = ["LogObserver"]
 
@@ -44,6 +51,12 @@ class LogObserver:
 
     def __repr__(self) -> str:
         return f"LogObserver(json={self._json}, request_lines={self._lines})"
+
+    def needs(self) -> int:
+        """Failed attempts (the WARNINGs); the end only while the INFO line would show."""
+        if self._lines and self._requests.isEnabledFor(logging.INFO):
+            return NEEDS_FAILURES | NEEDS_END
+        return NEEDS_FAILURES
 
     def request_started(self, start: RequestStart) -> object:
         return start

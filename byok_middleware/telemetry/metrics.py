@@ -39,7 +39,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from byok_middleware.telemetry.observer import AttemptResult, KeyEvent, RequestEnd, RequestStart
+from byok_middleware.telemetry.observer import (
+    NEEDS_ATTEMPTS,
+    NEEDS_END,
+    AttemptResult,
+    KeyEvent,
+    RequestEnd,
+    RequestStart,
+)
 
 __all__ = ["CONTENT_TYPE", "PrometheusObserver", "metrics_text"]
 
@@ -156,6 +163,9 @@ class PrometheusObserver:
             return "other"
         self._models.add(model)
         return model
+
+    def needs(self) -> int:
+        return NEEDS_ATTEMPTS | NEEDS_END  # nothing timed at arrival: the start may come late
 
     def request_started(self, start: RequestStart) -> object:
         return (start.route, start.tenant_id)

@@ -7,6 +7,12 @@ keys, or a budget crosses a threshold. The facts are frozen dataclasses holding 
 counts, times and money only: no provider key, no prompt or answer text, no header but the
 W3C trace context. With no observer configured the engine skips the calls (the cost of "off"
 is one ``is None`` check per call site); ``Observers`` fans out to several.
+
+An observer may say what it needs with an optional ``needs()`` method, asked at each request's
+start, returning a mask of ``NEEDS_*`` flags; the engine then builds only the facts someone
+reads. ``request_started`` comes at arrival for ``NEEDS_START`` and otherwise just before the
+observer's first other call of that request (the same facts, later), or never when it needs
+nothing of the request. An observer without ``needs`` gets every call (``NEEDS_ALL``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "KEY_EVENTS",
+    "NEEDS_ALL",
+    "NEEDS_ATTEMPTS",
+    "NEEDS_END",
+    "NEEDS_FAILURES",
+    "NEEDS_START",
     "AttemptResult",
     "KeyEvent",
     "Observer",
@@ -35,6 +46,13 @@ KEY_EVENTS = (
     "platform_fallback.used",
     "budget.threshold",
 )
+
+# What an observer reads of a request (its optional ``needs()``; see the module doc).
+NEEDS_START = 1  # request_started at arrival (it times the request, e.g. a span)
+NEEDS_ATTEMPTS = 2  # attempt_finished for every attempt
+NEEDS_FAILURES = 4  # attempt_finished for failed attempts only (``error`` not None)
+NEEDS_END = 8  # request_finished
+NEEDS_ALL = NEEDS_START | NEEDS_ATTEMPTS | NEEDS_FAILURES | NEEDS_END
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +162,10 @@ class Observers:
 
     def __repr__(self) -> str:
         return f"Observers({', '.join(type(m).__name__ for m in self._members)})"
+
+    @property
+    def members(self) -> tuple[Observer, ...]:
+        return self._members
 
     def request_started(self, start: RequestStart) -> object:
         return tuple(member.request_started(start) for member in self._members)

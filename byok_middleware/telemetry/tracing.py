@@ -21,7 +21,13 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from byok_middleware.telemetry.observer import AttemptResult, KeyEvent, RequestEnd, RequestStart
+from byok_middleware.telemetry.observer import (
+    NEEDS_ALL,
+    AttemptResult,
+    KeyEvent,
+    RequestEnd,
+    RequestStart,
+)
 
 __all__ = ["OPERATIONS", "TracingObserver"]
 
@@ -65,6 +71,10 @@ class TracingObserver:
             provider = trace.get_tracer_provider()
             self._active = not isinstance(provider, trace.ProxyTracerProvider)
         return self._active
+
+    def needs(self) -> int:
+        """Everything while an SDK records; nothing otherwise (the engine then skips us)."""
+        return NEEDS_ALL if self.active else 0
 
     def request_started(self, start: RequestStart) -> object:
         if not self.active:
