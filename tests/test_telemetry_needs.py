@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from decimal import Decimal
 
 import pytest
 
 from byok_middleware.crypto import SecretStr
 from byok_middleware.gateway import Call
 from byok_middleware.gateway.calls import Candidate
-from byok_middleware.gateway.observing import Telemetry
+from byok_middleware.gateway.observing import Telemetry, _Attempt, _End, _Start
 from byok_middleware.telemetry import (
     NEEDS_ALL,
     NEEDS_END,
@@ -142,3 +144,18 @@ def test_the_log_observer_needs_the_end_only_while_info_shows(
     messages = [r.getMessage() for r in caplog.records]
     assert any("of tenant tenant-a marked invalid" in m for m in messages)
     assert any(m.startswith("request req_9 tenant=tenant-a") for m in messages)
+
+
+def test_the_facts_built_on_the_hot_path_are_the_frozen_dataclasses() -> None:
+    """The engine's quick builders give real, frozen, equal and hashable facts."""
+    end = _End(200, 12.5, attempts=1, provider="openai", cost_usd=Decimal("0.1"))
+    same = RequestEnd(200, 12.5, attempts=1, provider="openai", cost_usd=Decimal("0.1"))
+    assert type(end) is RequestEnd and end == same and hash(end) == hash(same)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        end.status_code = 500  # type: ignore[misc]
+    first, second = _Start("req_1", "t", "/embeddings"), _Start("req_2", "t", "/embeddings")
+    assert type(first) is RequestStart and first.trace_headers == {}
+    assert first.trace_headers is not second.trace_headers  # a fresh default each time
+    attempt = _Attempt(1, "openai", "gpt-4o", None, "byok", 200, 3.0)
+    assert attempt == AttemptResult(1, "openai", "gpt-4o", None, "byok", 200, 3.0)
+    assert dataclasses.replace(attempt, attempt=2).attempt == 2
