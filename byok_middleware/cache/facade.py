@@ -42,6 +42,7 @@ from byok_middleware.cache.semantic import (
     Embedder,
     EmbeddingUnavailable,
     SemanticIndex,
+    cosine,
     vector_bytes,
 )
 from byok_middleware.cache.settings import CacheMode, CacheSettings
@@ -291,20 +292,35 @@ class ResponseCache:
         self._remember_vector(tenant_id, keys.exact, vector)
         await self.sync_tenant(tenant_id, inline_pages=_SYNC_INLINE_PAGES)
         candidates = index.search(tenant_id, keys.group, vector, self.settings.semantic_candidates)
-        for key, similarity in candidates:
-            if similarity < self.settings.min_similarity:
-                break
+        floor = self.settings.min_similarity - index.QUANTISATION_MARGIN
+        for key, approximate in candidates:
+            if approximate < floor:
+                break  # best first: the rest are further still
             pending = self._writes.get(tenant_id, key, now)
-            if pending is not None and pending.row.group == keys.group:
-                return self._hit(pending.entry, key, min(similarity, 1.0))
-            row = await self.backend.get(tenant_id, key, now)
+            row = (
+                pending.row if pending is not None else await self.backend.get(tenant_id, key, now)
+            )
             if row is None or row.group != keys.group:
                 index.remove(tenant_id, key)  # gone from the backend: evicted, expired, replaced
                 continue
-            entry = await self._open(row, "chat")
+            similarity = self._similarity(row, vector)
+            if similarity is None or similarity < self.settings.min_similarity:
+                continue  # the index's figure is approximate; the stored vector decides
+            entry = pending.entry if pending is not None else await self._open(row, "chat")
             if entry is not None:
                 return self._hit(entry, key, min(similarity, 1.0))
         return None
+
+    def _similarity(self, row: StoredEntry, vector: bytes) -> float | None:
+        """The exact cosine of ``vector`` and the row's stored one (None if it cannot be read)."""
+        if row.vector is None:
+            return None
+        try:
+            stored = open_vector(self._keyring, row.tenant_id, row.key, row.vector)
+        except (DecryptionError, ValueError):
+            self.metrics.dropped += 1
+            return None
+        return cosine(stored, vector)
 
     def _remember_vector(self, tenant_id: str, key: str, vector: bytes) -> None:
         # The miss's vector, for its store: one embedding call per missed request, not two.

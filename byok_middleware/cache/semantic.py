@@ -22,6 +22,7 @@ __all__ = [
     "EmbeddingUnavailable",
     "ProviderEmbedder",
     "SemanticIndex",
+    "cosine",
     "vector_bytes",
 ]
 
@@ -80,6 +81,17 @@ def vector_bytes(vector: Sequence[float]) -> bytes:
     return bytes(_numpy().asarray(vector, dtype="<f4").tobytes())
 
 
+def cosine(one: bytes, two: bytes) -> float | None:
+    """The exact cosine similarity of two float32 vectors' bytes; None when they differ in
+    length or one is zero."""
+    np = _numpy()
+    a, b = np.frombuffer(one, dtype="<f4"), np.frombuffer(two, dtype="<f4")
+    if len(a) != len(b):
+        return None
+    norms = float(np.linalg.norm(a)) * float(np.linalg.norm(b))
+    return float(np.dot(a, b)) / norms if norms > 0 else None
+
+
 @dataclass(slots=True)
 class _Group:
     index: Any  # usearch.index.Index
@@ -106,12 +118,16 @@ class _TenantIndex:
 class SemanticIndex:
     """Per-tenant vector indexes in this process; the backend is the truth they are synced from.
 
-    ``dtype`` is what usearch stores per dimension (``f16`` halves the memory of ``f32`` with no
-    measurable loss at a similarity threshold of 0.95).
+    ``dtype`` is what usearch stores per dimension: ``i8`` (a quarter of ``f32``'s memory) made
+    a search at 100,000 vectors of 384 dimensions about 1.5x faster than ``f16`` and an insert
+    1.8x faster (``benchmarks.cache_bench``); its similarities are approximate (within about
+    0.01), so the cache re-ranks a candidate on its stored float32 vector before the threshold.
     """
 
+    QUANTISATION_MARGIN = 0.01  # how far below the threshold an approximate candidate may be
+
     def __init__(
-        self, *, dtype: str = "f16", connectivity: int = 16, expansion_add: int = 64
+        self, *, dtype: str = "i8", connectivity: int = 16, expansion_add: int = 64
     ) -> None:
         try:
             from usearch.index import Index
