@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from byok_middleware.gateway.journal import DEAD_LETTER_FILE, Journal, journal_directory
 from byok_middleware.gateway.ledger import Ledger
@@ -132,6 +135,49 @@ async def test_rows_survive_a_store_outage_and_are_written_when_it_is_back(
     assert await _count(store, "victim") == 20
     await ledger.close()
     assert not (tmp_path / "journal" / DEAD_LETTER_FILE).exists()
+    await store.close()
+
+
+async def test_the_journal_is_fsynced_only_while_rows_wait_for_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored rows cost no fsync (their segment is deleted first); kept rows are fsynced."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr("byok_middleware.gateway.journal.os.fsync", spy)
+    path = tmp_path / "byok.db"
+    store = await _store(path, busy_timeout=0.3)
+    ledger = Ledger(store, interval=3600, journal=Journal(tmp_path / "journal"))
+    ledger.start()
+    for index in range(5):
+        ledger.record(row(f"s{index}"))
+    await ledger.flush()
+    assert await _count(store, "victim") == 5
+    assert synced == []
+    # Only the active segment is left, empty: the stored rows' segment is gone.
+    assert [path.stat().st_size for path in _segments(tmp_path / "journal")] == [0]
+
+    held = threading.Event()
+    locker = threading.Thread(target=_hold_write_lock, args=(path, 1.5, held))
+    locker.start()
+    try:
+        await asyncio.to_thread(held.wait, 5)
+        for index in range(5):
+            ledger.record(row(f"k{index}"))
+        await ledger.flush()  # the write lock is held: every row kept
+        assert ledger.pending == 5
+        assert len(synced) == 1  # the segment holding them, once
+        await ledger.flush()
+        assert len(synced) == 1  # nothing appended since: no second fsync
+    finally:
+        await asyncio.to_thread(locker.join)
+    await ledger.close()
+    assert await _count(store, "victim") == 10
     await store.close()
 
 

@@ -106,10 +106,8 @@ class Ledger:
 
     async def _flush(self) -> None:
         journal = self._journal
-        if journal is not None and journal.is_open:
-            await asyncio.to_thread(journal.sync)
-            if not journal.has_sealed:
-                journal.seal()  # the rows queued now are in sealed segments from here on
+        if journal is not None and journal.is_open and not journal.has_sealed:
+            journal.seal()  # the rows queued now are in sealed segments from here on
         taken = len(self._pending)
         kept: list[UsageRecord] = []
         for start in range(0, taken, self._batch):
@@ -132,7 +130,12 @@ class Ledger:
         else:
             self._backoff = 0.0
         self._pending[:taken] = kept
-        if not kept and journal is not None and journal.is_open:
+        if journal is None or not journal.is_open:
+            return
+        if kept:
+            # These rows may wait for the store a long time: to disk with them (see journal.py).
+            await asyncio.to_thread(journal.sync)
+        else:
             journal.discard_sealed()
 
     async def _write(self, rows: list[UsageRecord]) -> list[UsageRecord]:
