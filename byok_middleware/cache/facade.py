@@ -153,7 +153,8 @@ class ResponseCache:
         await self.backend.close()
 
     def _now(self) -> float:
-        return self._clock().timestamp()
+        # The default clock's reading as epoch seconds, without building a datetime per lookup.
+        return time.time() if self._clock is utcnow else self._clock().timestamp()
 
     def _semantic_index(self) -> SemanticIndex | None:
         if self._index is None:

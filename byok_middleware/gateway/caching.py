@@ -44,6 +44,7 @@ __all__ = ["CacheStep", "cache_backend"]
 logger = logging.getLogger("byok_middleware.cache")
 
 _MAX_EMBEDDING_BYTES = 8 * 1024 * 1024
+_ZERO = Decimal(0)
 
 
 def cache_backend(database_url: str, max_bytes: int) -> CacheBackend:
@@ -162,7 +163,7 @@ class CacheStep:
                 prompt_tokens=_count(tokens.get("prompt_tokens")),
                 completion_tokens=_count(tokens.get("completion_tokens")),
                 cached_tokens=0,
-                cost_usd=Decimal(0),
+                cost_usd=_ZERO,
                 status_code=200,
                 latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
                 created_at=self._gateway.clock(),
