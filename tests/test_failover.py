@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from byok_middleware.proxy.relay import WATCH_AFTER
 from byok_middleware.testing import FakeUpstream, Scripted
 from tests.conftest import PLATFORM_OPENAI_KEY, Gateway
 
@@ -420,3 +421,23 @@ def test_a_client_leaving_before_the_answer_cancels_the_upstream_call(
             rows = http.get("/v1/byok/requests").json()["data"]
         time.sleep(0.1)
     assert [row["status_code"] for row in rows] == [499]
+
+
+def test_a_client_leaving_before_the_watcher_starts_is_still_noticed(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
+    """The disconnect watcher starts only after ``WATCH_AFTER`` (quick answers never pay for
+    it); a client gone before then is noticed when it starts, not at the upstream timeout."""
+    fake.script("openai", Scripted(delay=8))
+    leave_after = WATCH_AFTER / 3
+    started = time.monotonic()
+    with gateway.client("acme") as http, contextlib.suppress(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json=CHAT, timeout=leave_after)
+    deadline = time.monotonic() + 3
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not rows:
+        with gateway.client("acme") as http:
+            rows = http.get("/v1/byok/requests").json()["data"]
+        time.sleep(0.05)
+    assert [row["status_code"] for row in rows] == [499]
+    assert time.monotonic() - started < 3
