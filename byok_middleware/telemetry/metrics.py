@@ -33,6 +33,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -56,10 +57,6 @@ _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FLUSH_INTERVAL = 1.0  # seconds: how far behind the metrics may be (multiprocess mode)
 FLUSH_SIZE = 10_000  # requests kept at most between flushes
 _MAX_CHILDREN = 20_000  # remembered labelled series (tenants and models are capped besides)
-
-
-def _status_class(status: int) -> str:
-    return f"{status // 100}xx"
 
 
 class PrometheusObserver:
@@ -207,8 +204,8 @@ class PrometheusObserver:
                 add(self.failovers, (attempt.provider,))
             if attempt.error is not None:
                 add(self.upstream_errors, (attempt.provider, attempt.error))
-        for token, end in ends:
-            self._count(token, end, add, timings)
+        for key, group in _grouped(ends, self._tenant).items():
+            self._count(key, group, add, timings)
         for event in events:
             add(self.key_events, (event.kind, event.provider or "none"))
         for (metric, labels), amount in counts.items():
@@ -218,35 +215,93 @@ class PrometheusObserver:
 
     def _count(
         self,
-        token: object,
-        end: RequestEnd,
+        key: _Labels,
+        group: _Group,
         add: Callable[..., None],
         timings: dict[tuple[Any, tuple[str, ...]], list[float]],
     ) -> None:
-        route, tenant = token if isinstance(token, tuple) else ("", "")
-        provider = end.provider or "none"
-        model = self._model(end.model) if end.model else "none"
-        attribution = end.attribution or "none"
+        """Count one group of ends that share every label."""
+        route, tenant, provider, model, attribution, status, cache_hit, refusal, error_type = key
+        provider = provider or "none"
+        model = self._model(model) if model else "none"
+        attribution = attribution or "none"
         extra = (tenant,) if self._tenant else ()
         add(
             self.requests,
-            (route, provider, model, attribution, _status_class(end.status_code), *extra),
+            (route, provider, model, attribution, f"{status}xx", *extra),
+            len(group.latencies),
         )
-        timings.setdefault((self.latency, (route, provider)), []).append(end.latency_ms / 1000)
+        timings.setdefault((self.latency, (route, provider)), []).extend(
+            latency / 1000 for latency in group.latencies
+        )
+        if group.ttfts:
+            timings.setdefault((self.ttft, (route, provider)), []).extend(
+                ttft / 1000 for ttft in group.ttfts
+            )
+        if group.cost:
+            add(self.cost, (attribution, provider, model, *extra), float(group.cost))
+        if group.prompt_tokens:
+            add(self.tokens, (attribution, provider, model, "input"), group.prompt_tokens)
+        if group.completion_tokens:
+            add(self.tokens, (attribution, provider, model, "output"), group.completion_tokens)
+        if cache_hit:
+            add(self.cache_hits, (route,), len(group.latencies))
+            if group.saved:
+                add(self.saved, (provider,), float(group.saved))
+        if refusal == "budget":
+            add(self.budget_refusals, (error_type or "budget",), len(group.latencies))
+
+
+# route, tenant, provider, model, attribution, status // 100, cache_hit, refusal, error_type
+_Labels = tuple[str, str, str, str, str | None, int, bool, str | None, str | None]
+
+
+class _Group:
+    """The ends of one flush that share every label: summed, and their timings listed."""
+
+    __slots__ = ("completion_tokens", "cost", "latencies", "prompt_tokens", "saved", "ttfts")
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.ttfts: list[float] = []
+        self.cost = Decimal(0)
+        self.saved = Decimal(0)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+
+def _grouped(ends: list[tuple[object, RequestEnd]], tenants: bool) -> dict[_Labels, _Group]:
+    """The ends by their labels: most requests of a second share them, so the per-label work
+    (model cap, label tuples, counter keys) runs once per group rather than once per request."""
+    groups: dict[_Labels, _Group] = {}
+    for token, end in ends:
+        route, tenant = token if isinstance(token, tuple) else ("", "")
+        key = (
+            route,
+            tenant if tenants else "",
+            end.provider,
+            end.model,
+            end.attribution,
+            end.status_code // 100,
+            end.cache_hit,
+            end.refusal,
+            end.error_type,
+        )
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group()
+        group.latencies.append(end.latency_ms)
         if end.ttft_ms is not None:
-            timings.setdefault((self.ttft, (route, provider)), []).append(end.ttft_ms / 1000)
+            group.ttfts.append(end.ttft_ms)
         if end.cost_usd:
-            add(self.cost, (attribution, provider, model, *extra), float(end.cost_usd))
+            group.cost += end.cost_usd
         if end.prompt_tokens:
-            add(self.tokens, (attribution, provider, model, "input"), end.prompt_tokens)
+            group.prompt_tokens += end.prompt_tokens
         if end.completion_tokens:
-            add(self.tokens, (attribution, provider, model, "output"), end.completion_tokens)
-        if end.cache_hit:
-            add(self.cache_hits, (route,))
-            if end.cost_saved_usd:
-                add(self.saved, (provider,), float(end.cost_saved_usd))
-        if end.refusal == "budget":
-            add(self.budget_refusals, (end.error_type or "budget",))
+            group.completion_tokens += end.completion_tokens
+        if end.cost_saved_usd:
+            group.saved += end.cost_saved_usd
+    return groups
 
 
 def _observe_all(child: Any, values: list[float]) -> None:
