@@ -23,6 +23,7 @@ __all__ = [
     "Upstreams",
     "auth_headers",
     "await_first_event",
+    "close_iterator",
     "normalize_error",
     "upstream_url",
 ]
@@ -76,7 +77,20 @@ class _Replayed:
         return b"".join(chunks)
 
     async def aclose(self) -> None:
+        await close_iterator(self._rest)
         await self._inner.aclose()
+
+
+async def close_iterator(iterator: AsyncIterator[bytes]) -> None:
+    """Close an async generator the reader stopped early (a stream's ``[DONE]``, an error).
+
+    Left to the garbage collector, each one costs the event loop a thread-safe wake-up and a
+    task to run its ``aclose`` (``asyncio``'s async-generator finalizer hook): on a stream that
+    was a third of the package's own CPU per request in-process.
+    """
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 _FIRST_EVENT_LIMIT = 64 * 1024
@@ -116,9 +130,11 @@ async def await_first_event(
             else:
                 raise EmptyStream
     except TimeoutError:
+        await close_iterator(rest)
         await response.aclose()
         raise httpx.ReadTimeout(f"no stream event within {limit:g} s") from None
     except BaseException:
+        await close_iterator(rest)
         await response.aclose()
         raise
     return _Replayed(response, head, rest)

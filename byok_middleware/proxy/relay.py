@@ -30,6 +30,7 @@ from byok_middleware.cache.entry import CacheEntry
 from byok_middleware.cache.stream import replay_as_sse
 from byok_middleware.errors import ClientDisconnected
 from byok_middleware.gateway import Call, Forwarded, Gateway
+from byok_middleware.gateway.upstream import close_iterator
 from byok_middleware.pricing import usage_from_openai
 from byok_middleware.proxy.metadata import CallMetadata, call_metadata
 from byok_middleware.proxy.rewriters import StreamRewriter
@@ -192,8 +193,9 @@ async def relay_stream(
         headers += gateway.budget_headers(call)  # the reservation deducted
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         splitter = SSESplitter()
+        chunks = response.aiter_bytes()
         try:
-            async for data in response.aiter_bytes():
+            async for data in chunks:
                 frames: list[bytes] = []
                 for raw in splitter.feed(data):
                     frames += rewriter.feed(raw)
@@ -219,6 +221,7 @@ async def relay_stream(
                 type(exc).__name__,
             )
         finally:
+            await close_iterator(chunks)  # stopped at [DONE], not at its end
             await response.aclose()
         if rewriter.completed:
             record(200)
