@@ -21,6 +21,7 @@ from byok_middleware.cache import (
     StoredEntry,
     request_keys,
 )
+from byok_middleware.cache.writer import BatchBackend
 from byok_middleware.crypto import Keyring, generate_master_key
 from tests.services import fresh_database, service_url
 
@@ -111,6 +112,24 @@ async def make_backend(
             await backend.close()
         if request.param == "postgres":
             await manager.__aexit__(None, None, None)
+
+
+async def test_backend_put_many_writes_a_batch_the_later_entry_winning(
+    make_backend: BackendFactory,
+) -> None:
+    """put_many stores a batch at once: a later entry of the same key replaces the earlier,
+    the totals count each live entry once, and eviction to the byte budget is reported."""
+    backend = make_backend(2500)
+    assert isinstance(backend, BatchBackend)
+    batch = [stored("t1", "a", 1000), stored("t1", "b", 1000), stored("t1", "a", 900)]
+    assert await backend.put_many(batch, now=1.0) == 0
+    got = await backend.get("t1", "a", now=2.0)
+    assert got is not None and len(got.sealed) == 900
+    usage = await backend.usage()
+    assert usage.entries == 2 and usage.bytes == batch[1].size + batch[2].size
+    assert await backend.put_many([stored("t2", "c", 1000)], now=3.0) == 1  # LRU "b" goes
+    assert await backend.get("t1", "b", now=4.0) is None
+    assert await backend.put_many([], now=5.0) == 0
 
 
 async def test_backend_put_get_replace_delete(make_backend: BackendFactory) -> None:

@@ -8,6 +8,8 @@ backend keeps the same promises:
   ``touch_seconds``, so a hit is a read in the steady state.
 - ``put`` replaces an entry of the same key, drops expired entries, then evicts the least recently
   used until the sealed bytes of all tenants fit in ``max_bytes``; it returns how many it evicted.
+  The backends here also have ``put_many`` (``cache/writer.py``'s ``BatchBackend``): the same for
+  several entries at once, one transaction where there are transactions.
 - ``vectors`` lists a tenant's semantic entries stored after a sequence number, oldest first, so
   that each process can keep its vector index in step with what other processes stored.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -124,6 +127,12 @@ class MemoryBackend:
             return None
         self._entries.move_to_end((tenant_id, key))
         return found[1]
+
+    async def put_many(self, entries: Sequence[StoredEntry], now: float) -> int:
+        evicted = 0
+        for entry in entries:
+            evicted += await self.put(entry, now)
+        return evicted
 
     async def put(self, entry: StoredEntry, now: float) -> int:
         self._remove(entry.tenant_id, entry.key)

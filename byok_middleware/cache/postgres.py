@@ -11,6 +11,7 @@ never a wrong one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -174,23 +175,31 @@ class PostgresBackend:
         )
 
     async def put(self, entry: StoredEntry, now: float) -> int:
+        return await self.put_many([entry], now)
+
+    async def put_many(self, entries: Sequence[StoredEntry], now: float) -> int:
+        """Store ``entries`` in one transaction (a later one replaces an earlier of the same
+        key), then drop the expired and evict to fit; how many were evicted."""
+        if not entries:
+            return 0
         pool = await self._connected()
         async with pool.acquire() as conn, conn.transaction():
             await conn.fetchrow(_LOCK_TOTALS)
-            await self._removed(conn, _DELETE_KEY, entry.tenant_id, entry.key)
-            await conn.execute(
-                _INSERT,
-                entry.tenant_id,
-                entry.key,
-                entry.group,
-                entry.sealed,
-                entry.vector,
-                entry.size,
-                entry.created_at,
-                entry.expires_at,
-                now,
-            )
-            await conn.execute(_ADJUST, 1, entry.size)
+            for entry in entries:
+                await self._removed(conn, _DELETE_KEY, entry.tenant_id, entry.key)
+                await conn.execute(
+                    _INSERT,
+                    entry.tenant_id,
+                    entry.key,
+                    entry.group,
+                    entry.sealed,
+                    entry.vector,
+                    entry.size,
+                    entry.created_at,
+                    entry.expires_at,
+                    now,
+                )
+            await conn.execute(_ADJUST, len(entries), sum(entry.size for entry in entries))
             evicted = await self._removed(conn, _DELETE_EXPIRED, now)
             while True:
                 _, total = await conn.fetchrow(_TOTALS)
