@@ -134,3 +134,26 @@ async def test_close_writes_what_is_pending_sealed(tmp_path: Path) -> None:
     reopened = SQLiteBackend(str(tmp_path / "c.db"))
     assert (await reopened.usage()).entries == 1
     await reopened.close()
+
+
+async def test_a_pending_semantic_entry_serves_a_paraphrase_on_its_exact_similarity() -> None:
+    """Before its write, a deferred semantic entry serves a paraphrase, with the exact cosine of
+    the stored vectors (not the quantised index's), and a loosely related question misses."""
+    from tests.test_cache_semantic import LOOSE, PARAPHRASE, QUESTION, VECTORS, TableEmbedder
+
+    backend = CountingBackend()
+    settings = CacheSettings(
+        mode=CacheMode.SEMANTIC, semantic_sync_seconds=0, store_delay_seconds=60
+    )
+    cache = ResponseCache(
+        backend, Keyring.parse(generate_master_key()), settings, embedder=TableEmbedder()
+    )
+    assert await cache.lookup("t1", *ARGS, body(QUESTION)) is None
+    assert await cache.store("t1", *ARGS, body(QUESTION), answer(), cost_usd=None, defer=True)
+    assert backend.batches == []
+    hit = await cache.lookup("t1", *ARGS, body(PARAPHRASE))
+    exact = sum(a * b for a, b in zip(VECTORS[QUESTION], VECTORS[PARAPHRASE], strict=True))
+    assert hit is not None and hit.similarity == pytest.approx(exact, abs=1e-6)
+    assert await cache.lookup("t1", *ARGS, body(LOOSE)) is None
+    await cache.close()
+    assert backend.batches == [1]
