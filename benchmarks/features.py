@@ -20,7 +20,10 @@ ledger flushed inside the batch. Variants, each against its baseline:
   with the budget (issue 20's target applied to streams).
 
 Writes the ``features`` section of ``benchmarks/RESULTS.md``; exits 1 when a target is missed.
-``--profile VARIANT`` then runs one batch of that variant under cProfile.
+``--profile VARIANT`` then runs one batch of that variant under cProfile. ``--only a,b`` runs those
+variants and their baselines, and writes no section unless ``--section NAME`` names one (the
+cache's: ``--only cache-hit,cache-miss --section features-cache``). A batch ends with the
+ledger's flush and the cache's deferred writes, so each variant pays for its own.
 """
 
 from __future__ import annotations
