@@ -115,7 +115,7 @@ async def test_a_failed_write_is_logged_and_forgotten(caplog: pytest.LogCaptureF
             if cache._writes.failures:
                 break
             await asyncio.sleep(0.01)
-    assert cache._writes.failures == 1 and "disk full" in caplog.text
+    assert cache.metrics.write_failures == 1 and "disk full" in caplog.text
     assert PROMPT not in caplog.text and ANSWER not in caplog.text
     assert await cache.lookup("t1", *ARGS, body()) is None  # forgotten, not half-stored
     backend.fail = False

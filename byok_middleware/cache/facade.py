@@ -22,11 +22,10 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from byok_middleware.cache.backend import BackendUsage, CacheBackend, StoredEntry
+from byok_middleware.cache.backend import CacheBackend, StoredEntry
 from byok_middleware.cache.entry import (
     CacheEntry,
     is_storable,
@@ -38,6 +37,7 @@ from byok_middleware.cache.entry import (
 from byok_middleware.cache.hit import Hit
 from byok_middleware.cache.hot import HotEntries, KeyMemo, body_digest
 from byok_middleware.cache.keys import CacheKind, RequestKeys, request_keys
+from byok_middleware.cache.metrics import CacheMetrics, CacheSizes
 from byok_middleware.cache.semantic import (
     Embedder,
     EmbeddingUnavailable,
@@ -46,6 +46,7 @@ from byok_middleware.cache.semantic import (
     vector_bytes,
 )
 from byok_middleware.cache.settings import CacheMode, CacheSettings
+from byok_middleware.cache.sync import SYNC_PAGE, PageReader
 from byok_middleware.cache.writer import Pending, PendingWrites
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.crypto import DecryptionError, Keyring
@@ -55,37 +56,11 @@ __all__ = ["CacheMetrics", "CacheSizes", "Hit", "ResponseCache"]
 
 logger = logging.getLogger("byok_middleware.cache")
 
-_SYNC_PAGE = 512
 # A lookup waits for at most this much catching up (an HNSW insert costs ~0.8 ms at 100,000
-# vectors, so 2 x 64 is ~0.1 s at worst); the rest runs behind, in pages of _SYNC_PAGE.
+# vectors, so 2 x 64 is ~0.1 s at worst); the rest runs behind, in pages of SYNC_PAGE.
 _SYNC_INLINE_PAGES, _SYNC_INLINE_PAGE = 2, 64
-_ADD_CHUNK = 64  # vectors indexed between two turns of the event loop while catching up
 _VECTOR_MEMO = 1024
 _KEY_MEMO = 4096
-
-
-@dataclass(slots=True)
-class CacheMetrics:
-    """Counters since start, this process only."""
-
-    lookups: int = 0
-    exact_hits: int = 0
-    semantic_hits: int = 0
-    misses: int = 0
-    stores: int = 0
-    rejected: int = 0  # answers not good enough to store
-    evicted: int = 0  # by size or expiry, during stores
-    dropped: int = 0  # entries that could not be opened (e.g. their master key is gone)
-    embed_failures: int = 0
-    hot_hits: int = 0  # exact hits answered by the hot layer (counted in exact_hits too)
-    write_failures: int = 0  # batches of stored answers the backend refused (then dropped)
-    saved_usd: Decimal = field(default_factory=Decimal)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSizes:
-    backend: BackendUsage
-    indexed: Mapping[str, int]  # tenant id -> vectors in this process's index
 
 
 class ResponseCache:
@@ -131,6 +106,7 @@ class ResponseCache:
             batch=self.settings.store_batch,
             now=self._now,
             on_evicted=self._evicted,
+            on_failure=self._write_failed,
         )
 
     def __repr__(self) -> str:
@@ -142,13 +118,15 @@ class ResponseCache:
     def _evicted(self, count: int) -> None:
         self.metrics.evicted += count
 
+    def _write_failed(self) -> None:
+        self.metrics.write_failures += 1
+
     async def flush(self) -> None:
         """Write the answers stored with ``defer`` now (closing does it too)."""
         await self._writes.flush()
 
     async def close(self) -> None:
         await self._writes.close()
-        self.metrics.write_failures = self._writes.failures
         for task in list(self._background):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -334,7 +312,7 @@ class ResponseCache:
             self._vectors.popitem(last=False)
 
     async def sync_tenant(
-        self, tenant_id: str, *, inline_pages: int | None = None, page: int = _SYNC_PAGE
+        self, tenant_id: str, *, inline_pages: int | None = None, page: int = SYNC_PAGE
     ) -> None:
         """Bring this process's index of ``tenant_id`` up to what the backend holds (what other
         replicas stored). At most every ``semantic_sync_seconds``; ``inline_pages`` bounds the
@@ -347,28 +325,10 @@ class ResponseCache:
         if tenant.lock.locked() or started - tenant.synced_at < self.settings.semantic_sync_seconds:
             return
         async with tenant.lock:
-            pages = 0
-            while inline_pages is None or pages < inline_pages:
-                rows = await self.backend.vectors(tenant_id, tenant.synced_seq, self._now(), page)
-                fresh = []
-                for row in rows:
-                    tenant.synced_seq = max(tenant.synced_seq, row.seq)
-                    if index.has(tenant_id, row.key):
-                        continue  # stored by this process (same key, same text, same vector)
-                    try:
-                        vector = open_vector(self._keyring, tenant_id, row.key, row.vector)
-                    except (DecryptionError, ValueError):
-                        self.metrics.dropped += 1
-                        continue
-                    fresh.append((row.key, row.group, vector))
-                for start in range(0, len(fresh), _ADD_CHUNK):
-                    if start:
-                        await asyncio.sleep(0)  # other requests run between two chunks
-                    index.add_many(tenant_id, fresh[start : start + _ADD_CHUNK])
-                pages += 1
-                if len(rows) < page:
-                    tenant.synced_at = started
-                    return
+            reader = PageReader(self.backend, self._keyring, index, self.metrics, self._now)
+            if await reader.catch_up(tenant_id, tenant, inline_pages=inline_pages, page=page):
+                tenant.synced_at = started
+                return
         task = asyncio.create_task(self.sync_tenant(tenant_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -99,7 +99,9 @@ class _Group:
     keys: dict[int, str] = field(default_factory=dict)  # label -> entry key
 
 
-class _TenantIndex:
+class TenantIndex:
+    """One tenant's indexes (one per group), its labels, and how far it is synced."""
+
     __slots__ = ("groups", "labels", "lock", "next_label", "synced_at", "synced_seq")
 
     def __init__(self) -> None:
@@ -143,12 +145,12 @@ class SemanticIndex:
         self._connectivity = connectivity
         self._expansion_add = expansion_add
         self._np = _numpy()
-        self._tenants: dict[str, _TenantIndex] = {}
+        self._tenants: dict[str, TenantIndex] = {}
 
-    def tenant(self, tenant_id: str) -> _TenantIndex:
+    def tenant(self, tenant_id: str) -> TenantIndex:
         found = self._tenants.get(tenant_id)
         if found is None:
-            found = self._tenants[tenant_id] = _TenantIndex()
+            found = self._tenants[tenant_id] = TenantIndex()
         return found
 
     def drop_tenant(self, tenant_id: str) -> None:

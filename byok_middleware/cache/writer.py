@@ -59,6 +59,7 @@ class PendingWrites:
         batch: int,
         now: Callable[[], float],
         on_evicted: Callable[[int], None],
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self._backend = backend
         self._delay = delay
@@ -66,6 +67,7 @@ class PendingWrites:
         self.limit = max(4 * batch, 256)
         self._now = now
         self._on_evicted = on_evicted
+        self._on_failure = on_failure
         self._rows: dict[tuple[str, str], Pending] = {}
         self._lock = asyncio.Lock()  # one write at a time; a clear waits for the one running
         self._wake = asyncio.Event()
@@ -136,17 +138,21 @@ class PendingWrites:
             try:
                 await self.flush()
             except Exception as exc:  # noqa: BLE001 - the writer must outlive one failed write
-                self.failures += 1
+                self._failed()
                 logger.warning(
                     "cache entries could not be written (%s): %s", type(exc).__name__, exc
                 )
+
+    def _failed(self) -> None:
+        self.failures += 1
+        self._on_failure()
 
     async def close(self) -> None:
         """Write what is pending (a failure is logged), then stop the writer."""
         try:
             await self.flush()
         except Exception as exc:  # noqa: BLE001 - closing must finish; the rows are only a cache
-            self.failures += 1
+            self._failed()
             logger.warning("cache entries could not be written (%s): %s", type(exc).__name__, exc)
         task, self._task = self._task, None
         if task is not None:
