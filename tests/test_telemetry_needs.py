@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from byok_middleware.crypto import SecretStr
 from byok_middleware.gateway import Call
 from byok_middleware.gateway.calls import Candidate
 from byok_middleware.gateway.observing import Telemetry, _Attempt, _End, _Start
+from byok_middleware.storage.base import UsageRecord
 from byok_middleware.telemetry import (
     NEEDS_ALL,
     NEEDS_END,
@@ -159,3 +161,60 @@ def test_the_facts_built_on_the_hot_path_are_the_frozen_dataclasses() -> None:
     attempt = _Attempt(1, "openai", "gpt-4o", None, "byok", 200, 3.0)
     assert attempt == AttemptResult(1, "openai", "gpt-4o", None, "byok", 200, 3.0)
     assert dataclasses.replace(attempt, attempt=2).attempt == 2
+
+
+def test_the_facts_carry_the_call_the_candidate_and_the_row_field_by_field() -> None:
+    """Each field of the attempt and of the end comes from where its name says."""
+    host = Recorder()
+    telemetry = Telemetry(Observers([host]))
+    call = Call("tenant-a", "req_1", "/chat/completions", time.perf_counter())
+    telemetry.start(call, model="openai/gpt-4o", stream=True)
+    call.attempts = 2
+    call.model = "gpt-4o-mini"
+    call.refusal = "budget"
+    candidate = Candidate("openai", SecretStr("sk-" + "b" * 40), "xantly", model="gpt-4o")
+    until = datetime(2030, 1, 1, tzinfo=UTC)
+    seen: list[AttemptResult] = []
+    host.attempt_finished = lambda token, attempt: seen.append(attempt)  # type: ignore[method-assign]
+    telemetry.attempt(call, candidate, call.started, status=429, cooldown_until=until)
+    attempt = seen[0]
+    assert (attempt.attempt, attempt.provider, attempt.model, attempt.key_id) == (
+        2,
+        "openai",
+        "gpt-4o",
+        None,
+    )
+    assert (attempt.attribution, attempt.status_code, attempt.error) == (
+        "xantly",
+        429,
+        "rate_limited",
+    )
+    assert attempt.cooldown_until == until and 0 <= attempt.duration_ms < 60_000
+    row = UsageRecord(
+        "req_1", "tenant-a", "key_7", "openai", "gpt-4o-mini", "/chat/completions", "xantly",
+        12, 3, 0, Decimal("0.25"), 200, 41.5, datetime.now(UTC), ttft_ms=7.5, cache_hit=True,
+        cost_saved_usd=Decimal("0.5"), error_type="none_really",
+    )  # fmt: skip
+    ended: list[RequestEnd] = []
+    host.request_finished = lambda token, end: ended.append(end)  # type: ignore[method-assign]
+    telemetry.finish(call, row)
+    assert ended == [
+        RequestEnd(
+            status_code=200,
+            latency_ms=41.5,
+            attempts=2,
+            provider="openai",
+            model="gpt-4o-mini",
+            response_model=None,
+            key_id="key_7",
+            attribution="xantly",
+            prompt_tokens=12,
+            completion_tokens=3,
+            cost_usd=Decimal("0.25"),
+            ttft_ms=7.5,
+            cache_hit=True,
+            cost_saved_usd=Decimal("0.5"),
+            error_type="none_really",
+            refusal="budget",
+        )
+    ]

