@@ -165,6 +165,7 @@ def test_settings_from_env() -> None:
     assert default.mode is CacheMode.OFF and default.ttl_seconds == 86400
     assert default.min_similarity == 0.95
     assert default.embedding_model == "openai/text-embedding-3-small"
+    assert default.store_delay_seconds == 0.05
     settings = CacheSettings.from_env(
         {
             "BYOK_CACHE": "Semantic",
@@ -172,8 +173,10 @@ def test_settings_from_env() -> None:
             "BYOK_CACHE_MIN_SIMILARITY": "0.9",
             "BYOK_CACHE_EMBEDDING_MODEL": "google/text-embedding-004",
             "BYOK_CACHE_MAX_BYTES": "1048576",
+            "BYOK_CACHE_STORE_DELAY": "0",
         }
     )
+    assert settings.store_delay_seconds == 0
     assert settings.mode is CacheMode.SEMANTIC and settings.ttl_seconds == 60
     assert settings.min_similarity == 0.9 and settings.max_bytes == 1048576
     assert settings.embedding_model == "google/text-embedding-004"
@@ -183,6 +186,8 @@ def test_settings_from_env() -> None:
         ({"BYOK_CACHE_TTL": "soon"}, "BYOK_CACHE_TTL"),
         ({"BYOK_CACHE_MIN_SIMILARITY": "1.5"}, "BYOK_CACHE_MIN_SIMILARITY"),
         ({"BYOK_CACHE_EMBEDDING_MODEL": "ada"}, "BYOK_CACHE_EMBEDDING_MODEL"),
+        ({"BYOK_CACHE_STORE_DELAY": "61"}, "BYOK_CACHE_STORE_DELAY"),
+        ({"BYOK_CACHE_STORE_DELAY": "-1"}, "BYOK_CACHE_STORE_DELAY"),
     ):
         with pytest.raises(ConfigurationError, match=name):
             CacheSettings.from_env(env)
