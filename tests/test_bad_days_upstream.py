@@ -126,6 +126,22 @@ class HostileUpstream:
                     writer.write(b": keep-alive\n\n")
                     await writer.drain()
                     await asyncio.sleep(0.5)
+            elif self.mode == "drip":  # a length announced, then a byte every 0.2 s
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: 1000\r\n\r\n"
+                )
+                for _ in range(100):  # 20 s at most
+                    writer.write(b" ")
+                    await writer.drain()
+                    await asyncio.sleep(0.2)
+            elif self.mode == "declared-huge":  # 200 MB announced; the first MB sent
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: 209715200\r\n\r\n" + b"x" * (1024 * 1024)
+                )
+                await writer.drain()
+                await asyncio.sleep(5)
             else:  # "huge": 200 MB of JSON-ish bytes, no length announced
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n")
                 chunk = b'{"a":"' + b"x" * (1024 * 1024)
@@ -202,6 +218,47 @@ async def test_the_transport_reads_at_most_the_cap(hostile: HostileUpstream) -> 
         )  # fmt: skip
         with pytest.raises(BodyTooLarge):
             await response.aread()
+        await response.aclose()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("hostile", ["declared-huge"], indirect=True)
+async def test_a_declared_length_past_the_cap_is_refused_before_reading(
+    hostile: HostileUpstream,
+) -> None:
+    """A Content-Length above the cap: BodyTooLarge at once, nothing buffered."""
+    client = AiohttpUpstream(max_body_bytes=1024 * 1024)
+    try:
+        response = await client.send(
+            "POST", hostile.url + "/chat/completions",
+            headers={"authorization": f"Bearer {TENANT_KEY}"}, content=b"{}",
+        )  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(BodyTooLarge):
+            await response.aread()
+        assert time.monotonic() - started < 1
+        await response.aclose()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("hostile", ["drip"], indirect=True)
+async def test_a_body_dripping_in_is_cut_at_the_exchange_deadline(
+    hostile: HostileUpstream,
+) -> None:
+    """A declared body sent a byte at a time: aread() raises httpx.ReadTimeout at the client's
+    deadline although bytes keep coming (no single read waits long enough to time out)."""
+    client = AiohttpUpstream(deadline=1.0)
+    try:
+        response = await client.send(
+            "POST", hostile.url + "/chat/completions",
+            headers={"authorization": f"Bearer {TENANT_KEY}"}, content=b"{}",
+        )  # fmt: skip
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            await response.aread()
+        assert time.monotonic() - started < 3
         await response.aclose()
     finally:
         await client.aclose()
