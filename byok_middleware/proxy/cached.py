@@ -80,11 +80,14 @@ async def serve_hit(
 
 class CacheTap:
     """A ``StreamRewriter`` that passes another one's frames through and assembles them into the
-    whole answer (the frames are the client's chat chunks, whatever the upstream wire)."""
+    whole answer (the frames are the client's chat chunks, whatever the upstream wire). A frame
+    is only kept as it passes; the chunks are parsed in ``answer``, after the stream was sent,
+    so the relay of each chunk pays nothing for the cache."""
 
     def __init__(self, inner: StreamRewriter, metadata_field: str) -> None:
         self._inner = inner
-        self._assembler = StreamAssembler(metadata_field)
+        self._metadata_field = metadata_field
+        self._frames: list[bytes] = []
 
     @property
     def usage(self) -> Usage | None:
@@ -103,16 +106,7 @@ class CacheTap:
         return self._inner.error_type
 
     def _tap(self, frames: list[bytes]) -> list[bytes]:
-        for frame in frames:
-            for raw in frame.split(b"\n\n"):
-                if not raw.strip():
-                    continue
-                payload = data_of(raw + b"\n\n")
-                if payload is None:
-                    event = parse_event(raw + b"\n\n")
-                    payload = event.data if event is not None else None
-                if payload and payload != DONE:
-                    self._assembler.feed_data(payload)
+        self._frames += frames
         return frames
 
     def feed(self, raw: bytes) -> list[bytes]:
@@ -126,4 +120,17 @@ class CacheTap:
 
     def answer(self) -> dict[str, Any] | None:
         """The whole chat completion, or None when the stream did not complete cleanly."""
-        return self._assembler.result(completed=self._inner.completed and not self.error_type)
+        if not self._inner.completed or self.error_type:
+            return None
+        assembler = StreamAssembler(self._metadata_field)
+        for frame in self._frames:
+            for raw in frame.split(b"\n\n"):
+                if not raw.strip():
+                    continue
+                payload = data_of(raw + b"\n\n")
+                if payload is None:
+                    event = parse_event(raw + b"\n\n")
+                    payload = event.data if event is not None else None
+                if payload and payload != DONE:
+                    assembler.feed_data(payload)
+        return assembler.result(completed=True)
