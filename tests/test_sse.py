@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from byok_middleware.proxy.rewriters import _has_usage, _is_error
+from byok_middleware.proxy.rewriters import (
+    OpenAIChatPassthrough,
+    _has_usage,
+    _is_error,
+    _is_plain_chunk,
+)
 from byok_middleware.proxy.sse import SSESplitter, data_of, encode_event, parse_event
 
 STREAM = (
@@ -96,3 +101,28 @@ def test_fast_data_path_agrees_with_the_parser(raw: bytes, expected: bytes | Non
     if expected is not None:
         event = parse_event(raw)
         assert event is not None and event.data == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "plain"),
+    [
+        (b'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}\n\n', True),
+        (b'data: {"choices":[{"delta":{"content":"Hi"}}],"usage":null}\n\n', True),
+        (b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n', False),
+        (b'data: {"choices":[],"usage":{"prompt_tokens":1}}\n\n', False),
+        (b'data: {"error":{"message":"boom"}}\n\n', False),
+        (b'data: {"object":"something.else"}\n\n', False),  # not a chat chunk: redacted
+        (b'data: {"choices":[{"delta":{"content":"a"}}]}\r\n\r\n', False),
+        (b'data: {"choices":[]}\ndata: {"choices":[]}\n\n', False),  # two data lines
+        (b": keep-alive\n\n", False),
+        (b"data: [DONE]\n\n", False),
+    ],
+)
+def test_only_plain_chat_chunks_take_the_pass_through_fast_path(raw: bytes, plain: bool) -> None:
+    """The byte checks let through exactly the events the full path would relay unchanged."""
+    assert _is_plain_chunk(raw) is plain
+    rewriter = OpenAIChatPassthrough(
+        provider="openai", model="gpt-4o", field="x_byok", include_usage=False, redact=str.upper
+    )
+    if plain:
+        assert rewriter.feed(raw) == [raw]

@@ -91,6 +91,21 @@ def _is_error(data: bytes) -> bool:
     return b'"error"' in data
 
 
+def _is_plain_chunk(raw: bytes) -> bool:
+    """A one-line ``data:`` chat chunk with nothing to meter or hold: no usage, no finish
+    reason (absent or null), no error. The common event of a stream, checked with byte scans
+    only and no call per check: a stream relays a few hundred of them."""
+    if not raw.startswith(b"data: {") or raw.find(b"\n") != len(raw) - 2 or b'"error"' in raw:
+        return False
+    if b'"choices"' not in raw:
+        return False
+    index = raw.find(b'"finish_reason"')
+    if index >= 0 and not raw[index + 15 : index + 25].lstrip(b": \t").startswith(b"null"):
+        return False
+    index = raw.find(b'"usage"')
+    return index < 0 or raw[index + 7 : index + 17].lstrip(b": \t").startswith(b"null")
+
+
 def _split_content(chunk: dict[str, Any]) -> dict[str, Any] | None:
     """For a finish chunk that also carries content: a copy with the content and no
     ``finish_reason`` (sent now), while ``chunk`` keeps an empty delta (held for the metadata),
@@ -171,6 +186,8 @@ class OpenAIChatPassthrough:
         self.error_type: str | None = None
 
     def feed(self, raw: bytes) -> list[bytes]:
+        if not self._held and _is_plain_chunk(raw):
+            return [raw]  # byte for byte
         payload = data_of(raw)
         if payload is None:
             event = parse_event(raw)
