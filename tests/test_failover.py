@@ -423,6 +423,29 @@ def test_a_client_leaving_before_the_answer_cancels_the_upstream_call(
     assert [row["status_code"] for row in rows] == [499]
 
 
+def test_a_client_leaving_a_slow_stream_is_recorded_as_a_499(
+    gateway: Gateway, fake: FakeUpstream
+) -> None:
+    """A stream whose chunks come a second apart: the client reads the first and leaves; the
+    relay stops (the watcher starts after ``WATCH_AFTER``) and the row says 499."""
+    fake.script("openai", Scripted(chunk_delay=1.0))
+    started = time.monotonic()
+    with (
+        gateway.client("acme") as http,
+        http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as response,
+    ):
+        assert response.status_code == 200
+        next(response.iter_lines())
+    deadline = time.monotonic() + 5
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not rows:
+        with gateway.client("acme") as http:
+            rows = http.get("/v1/byok/requests").json()["data"]
+        time.sleep(0.05)
+    assert [row["status_code"] for row in rows] == [499]
+    assert time.monotonic() - started < 5
+
+
 def test_a_client_leaving_before_the_watcher_starts_is_still_noticed(
     gateway: Gateway, fake: FakeUpstream
 ) -> None:

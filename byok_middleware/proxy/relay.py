@@ -59,19 +59,26 @@ def upstream_error(message: str, code: str) -> dict[str, object]:
     return {"message": message, "type": "upstream_error", "param": None, "code": code}
 
 
+# How long a forward or a relay runs before a watcher starts listening for the client leaving.
+# A call quicker than this ends sooner than a cancellation would free anything, so it never pays
+# for the watcher (a task and its wake-ups: ~40 us of CPU per request in-process); a client that
+# leaves a slow call is noticed at most this much later.
+WATCH_AFTER = 0.25
+
+
 async def run_until_disconnect(receive: Receive, relay: Awaitable[None]) -> bool:
     """Run ``relay`` here; cancel it if the client goes away. True when the client left.
 
-    A watcher task (``_Watch``) listens from the start (a relay lasts as long as its stream) and
-    cancels this task on ``http.disconnect``; the relay itself runs in this task, with no task
-    of its own.
+    Once the relay has run ``WATCH_AFTER`` seconds, a watcher task (``_Watch``) listens and
+    cancels this task on ``http.disconnect``; the relay itself runs in this task, with no task of
+    its own. A stream that ends sooner was relayed whole (and the upstream billed it whole).
     """
     current = asyncio.current_task()
     if current is None:
         await relay
         return False
     watch = _Watch(receive, current)
-    watch.start()
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
     try:
         await relay
     except asyncio.CancelledError:
@@ -80,15 +87,9 @@ async def run_until_disconnect(receive: Receive, relay: Awaitable[None]) -> bool
         current.uncancel()
         return True
     finally:
+        timer.cancel()
         watch.stop()
     return False
-
-
-# How long a forward runs before a watcher starts listening for the client leaving. An answer
-# quicker than this releases its upstream connection sooner than a cancellation would, so it
-# never pays for the watcher (a task, its wake-ups: ~40 us of CPU per request in-process);
-# a client that leaves a slow call is noticed at most this much later.
-WATCH_AFTER = 0.25
 
 
 async def forward_watching(receive: Receive, forwarding: Awaitable[Forwarded]) -> Forwarded:
