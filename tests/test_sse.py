@@ -126,3 +126,32 @@ def test_only_plain_chat_chunks_take_the_pass_through_fast_path(raw: bytes, plai
     )
     if plain:
         assert rewriter.feed(raw) == [raw]
+
+
+def test_feed_many_gives_the_frames_feed_gives_one_event_at_a_time() -> None:
+    """The batched path of the pass-through relays exactly what ``feed`` would, and stops at
+    ``[DONE]``."""
+    events = [
+        b'data: {"id":"c","choices":[{"delta":{"content":"Hel"},"finish_reason":null}]}\n\n',
+        b": keep-alive\n\n",
+        b'data: {"id":"c","choices":[{"delta":{"content":"lo"},"finish_reason":null}]}\n\n',
+        b'data: {"id":"c","choices":[{"delta":{},"finish_reason":"stop"}]}\n\n',
+        b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n',
+        b"data: [DONE]\n\n",
+        b'data: {"id":"c","choices":[{"delta":{"content":"after"}}]}\n\n',
+    ]
+
+    def rewriter() -> OpenAIChatPassthrough:
+        return OpenAIChatPassthrough(
+            provider="openai", model="gpt-4o", field="x_byok", include_usage=True, redact=str
+        )
+
+    one, many = rewriter(), rewriter()
+    singly: list[bytes] = []
+    for raw in events:
+        singly += one.feed(raw)
+        if one.done:
+            break
+    assert many.feed_many(events) == singly
+    assert many.done and many.usage == one.usage
+    assert many.finish({"a": 1}) == one.finish({"a": 1})

@@ -194,14 +194,19 @@ async def relay_stream(
         headers += gateway.budget_headers(call)  # the reservation deducted
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         splitter = SSESplitter()
+        feed_many = getattr(rewriter, "feed_many", None)  # optional (proxy/rewriters.py)
         chunks = response.aiter_bytes()
         try:
             async for data in chunks:
-                frames: list[bytes] = []
-                for raw in splitter.feed(data):
-                    frames += rewriter.feed(raw)
-                    if rewriter.done:
-                        break
+                events = splitter.feed(data)
+                if feed_many is not None:
+                    frames: list[bytes] = feed_many(events)
+                else:
+                    frames = []
+                    for raw in events:
+                        frames += rewriter.feed(raw)
+                        if rewriter.done:
+                            break
                 if frames:
                     if call.first_byte is None:  # time to first token, for the ledger's ttft_ms
                         call.first_byte = time.perf_counter()

@@ -12,6 +12,10 @@ becomes. Every rewriter answers the same questions, so one shell serves them all
   and the stream's own ending), after any chunk it still held;
 * ``usage``, ``completed``, ``done`` (stop reading) and ``error_type`` for the ledger.
 
+A rewriter may also offer ``feed_many(raws)``: the frames of several events at once, stopping
+at the one that ends the stream; the relay uses it when present (one call per upstream read
+instead of one per event).
+
 ``OpenAIChatPassthrough`` is the fast path: chunks pass byte for byte, found by cheap byte
 checks. ``ChatChunkRewriter`` encodes chat chunks from a ``ChunkSource`` (Anthropic's translated
 events, or parsed OpenAI chunks); other client dialects (Responses, Messages) implement the same
@@ -226,6 +230,18 @@ class OpenAIChatPassthrough:
             return out
         out = self._release()
         out.append(raw)
+        return out
+
+    def feed_many(self, raws: list[bytes]) -> list[bytes]:
+        """``feed`` over ``raws``, up to ``done``; plain chunks without a call of their own."""
+        out: list[bytes] = []
+        for raw in raws:
+            if not self._held and _is_plain_chunk(raw):
+                out.append(raw)
+                continue
+            out += self.feed(raw)
+            if self.done:
+                break
         return out
 
     def _release(self) -> list[bytes]:
