@@ -121,11 +121,16 @@ def test_fast_data_path_agrees_with_the_parser(raw: bytes, expected: bytes | Non
 def test_only_plain_chat_chunks_take_the_pass_through_fast_path(raw: bytes, plain: bool) -> None:
     """The byte checks let through exactly the events the full path would relay unchanged."""
     assert _is_plain_chunk(raw) is plain
-    rewriter = OpenAIChatPassthrough(
-        provider="openai", model="gpt-4o", field="x_byok", include_usage=False, redact=str.upper
-    )
+
+    def rewriter() -> OpenAIChatPassthrough:
+        return OpenAIChatPassthrough(
+            provider="openai", model="gpt-4o", field="x_byok", include_usage=False, redact=str.upper
+        )
+
+    one = rewriter()
+    assert rewriter().feed_many([raw]) == one.feed(raw)  # the inlined checks agree
     if plain:
-        assert rewriter.feed(raw) == [raw]
+        assert rewriter().feed(raw) == [raw]
 
 
 def test_feed_many_gives_the_frames_feed_gives_one_event_at_a_time() -> None:
