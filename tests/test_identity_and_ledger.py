@@ -7,12 +7,14 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import uvloop
 
 from byok_middleware import BYOKConfig, generate_master_key
 from byok_middleware.asgi import Message
 from byok_middleware.gateway import Gateway
+from byok_middleware.gateway.keys import KeyService, NewKey
 from byok_middleware.gateway.ledger import Ledger
 from byok_middleware.identity import (
     GatewayKeyIdentity,
@@ -67,6 +69,65 @@ async def test_revocation_is_seen_after_the_cache_ttl() -> None:
     await store.revoke_tenant("acme", datetime.now(UTC))
     now[0] = 11.0
     assert await identity(_scope(f"Bearer {key}")) is None
+
+
+class _CountingStore(MemoryStore):
+    """A real in-memory store that counts the lookups the caches make, each taking a moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tenant_lookups = 0
+        self.key_lists = 0
+
+    async def tenant_for_key_hash(self, key_hash: str) -> str | None:
+        self.tenant_lookups += 1
+        await asyncio.sleep(0.01)
+        return await super().tenant_for_key_hash(key_hash)
+
+    async def list_keys(self, tenant_id: str) -> Sequence[Any]:
+        self.key_lists += 1
+        await asyncio.sleep(0.01)
+        return await super().list_keys(tenant_id)
+
+
+async def test_requests_past_a_cache_expiry_share_one_store_lookup() -> None:
+    """At expiry the requests in flight wait for one lookup of the gateway key and one load of
+    the provider keys, not one each; what they get is the fresh answer."""
+    now = [0.0]
+    store = _CountingStore()
+    await store.open()
+    tenant, key = await create_tenant(store, "acme")
+    identity = GatewayKeyIdentity(store, ttl=10, monotonic=lambda: now[0])
+    keyring = BYOKConfig(master_key=generate_master_key()).keyring()
+    keys = KeyService(store, keyring, cache_ttl=10, monotonic=lambda: now[0])
+    await keys.create(tenant.id, NewKey(provider="openai", api_key="sk-" + "k" * 40))
+    assert await identity(_scope(f"Bearer {key}")) == tenant.id
+    assert len(await keys.keys_for(tenant.id, "openai")) == 1
+    lookups, lists = store.tenant_lookups, store.key_lists
+    now[0] = 11.0
+    found = await asyncio.gather(*(identity(_scope(f"Bearer {key}")) for _ in range(32)))
+    loaded = await asyncio.gather(*(keys.keys_for(tenant.id, "openai") for _ in range(32)))
+    assert set(found) == {tenant.id} and {len(k) for k in loaded} == {1}
+    assert (store.tenant_lookups, store.key_lists) == (lookups + 1, lists + 1)
+    await keys.aclose()
+    await identity.aclose()
+
+
+async def test_a_load_overtaken_by_an_invalidation_is_not_cached() -> None:
+    """Keys read before a change was announced answer the request that asked, but the next one
+    reads again."""
+    store = _CountingStore()
+    await store.open()
+    tenant, _ = await create_tenant(store, "acme")
+    keys = KeyService(store, BYOKConfig(master_key=generate_master_key()).keyring())
+    loading = asyncio.ensure_future(keys.keys_for(tenant.id, "openai"))
+    await asyncio.sleep(0.005)  # the load is reading (the store takes 10 ms)
+    assert store.key_lists == 1
+    keys.invalidate(tenant.id)
+    assert await loading == ()
+    await keys.keys_for(tenant.id, "openai")
+    assert store.key_lists == 2
+    await keys.aclose()
 
 
 async def test_resolve_tenant_takes_sync_and_async_callables() -> None:

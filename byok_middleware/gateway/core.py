@@ -318,6 +318,8 @@ class Gateway:
             self._client = None
             self._failover = None
         await self.auto.close()
+        await self.keys.aclose()
+        await self.gateway_keys.aclose()
         if self.cache is not None:
             await self.cache.cache.close()
         await self.store.close()

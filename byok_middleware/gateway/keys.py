@@ -8,6 +8,7 @@ other replicas.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -102,6 +103,10 @@ class KeyService:
         self._max_keys = max_keys_per_tenant
         self._monotonic = monotonic
         self._cache: dict[str, _TenantKeys] = {}
+        # Bumped by ``invalidate``: a load that began before it does not cache what it read.
+        self._epoch = 0
+        self._stamps: dict[str, int] = {}
+        self._reloading: dict[str, asyncio.Task[_TenantKeys]] = {}
         self._hooks: list[ChangeHook] = []
 
     def __repr__(self) -> str:
@@ -112,11 +117,24 @@ class KeyService:
         self._hooks.append(hook)
 
     def invalidate(self, tenant_id: str | None = None) -> None:
-        """Forget cached keys of one tenant, or of all tenants."""
+        """Forget cached keys of one tenant, or of all tenants (a load in flight for them
+        returns what it read but does not cache it)."""
         if tenant_id is None:
             self._cache.clear()
+            self._epoch += 1
         else:
             self._cache.pop(tenant_id, None)
+            self._stamps[tenant_id] = self._stamps.get(tenant_id, 0) + 1
+
+    def _stamp(self, tenant_id: str) -> tuple[int, int]:
+        return self._epoch, self._stamps.get(tenant_id, 0)
+
+    async def aclose(self) -> None:
+        """Cancel the loads still running."""
+        tasks = list(self._reloading.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _changed(self, tenant_id: str) -> None:
         self.invalidate(tenant_id)
@@ -217,7 +235,7 @@ class KeyService:
         cached = self.cached_keys(tenant_id, provider)
         if cached is not None:
             return cached
-        return (await self._load(tenant_id)).by_provider.get(provider, ())
+        return (await self._load_shared(tenant_id)).by_provider.get(provider, ())
 
     def cached_keys(self, tenant_id: str, provider: str) -> Sequence[ResolvedKey] | None:
         """``keys_for`` from the cache alone (no coroutine); None when it must load them."""
@@ -226,7 +244,20 @@ class KeyService:
             return None
         return entry.by_provider.get(provider, ())
 
+    async def _load_shared(self, tenant_id: str) -> _TenantKeys:
+        """``_load``, shared by the requests that need it at the same time: at each expiry
+        every request in flight for the tenant would otherwise query the store (and wait
+        behind the ledger's writes) on its own. Shielded: a client that leaves does not cancel
+        the load for the others."""
+        task = self._reloading.get(tenant_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(tenant_id))
+            self._reloading[tenant_id] = task
+            task.add_done_callback(lambda _: self._reloading.pop(tenant_id, None))
+        return await asyncio.shield(task)
+
     async def _load(self, tenant_id: str) -> _TenantKeys:
+        stamp = self._stamp(tenant_id)
         by_provider: dict[str, list[ResolvedKey]] = {}
         for record in await self._store.list_keys(tenant_id):
             aad = associated_data(record.tenant_id, record.id, record.provider)
@@ -242,5 +273,6 @@ class KeyService:
                 resolved = ResolvedKey(record, SecretStr(plaintext))
             by_provider.setdefault(record.provider, []).append(resolved)
         entry = _TenantKeys(self._monotonic() + self._ttl, by_provider)
-        self._cache[tenant_id] = entry
+        if self._stamp(tenant_id) == stamp:  # else invalidated while reading: not cached
+            self._cache[tenant_id] = entry
         return entry

@@ -10,6 +10,7 @@ The HTTP layer (``identity.GatewayKeyIdentity``) reads the header; this module n
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -47,7 +48,8 @@ class GatewayKeys:
 
     Positive lookups are cached for ``ttl`` seconds (at most ``max_entries``, oldest dropped
     first) so the steady state reads no database; a revoked key therefore stops working within
-    ``ttl`` in other processes and at once in this one (``forget``). The cache is keyed by a
+    ``ttl`` in other processes and at once in this one (``forget``). Requests that find the
+    same entry expired share one lookup instead of each querying the store. The cache is keyed by a
     BLAKE2s digest of the raw ``Authorization`` value: a hit parses nothing and holds no key in
     clear, and the store still sees only the SHA-256 of the key itself.
     """
@@ -65,6 +67,8 @@ class GatewayKeys:
         self._max = max_entries
         self._now = monotonic
         self._cache: dict[bytes, _Entry] = {}
+        self._generation = 0  # bumped by ``forget``: a lookup begun before it caches nothing
+        self._rechecks: dict[bytes, asyncio.Task[str | None]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(cached={len(self._cache)})"
@@ -77,11 +81,26 @@ class GatewayKeys:
         entry = self._cache.get(digest)
         if entry is not None and entry.expires > self._now():
             return entry.tenant_id
+        if entry is None:
+            return await self._lookup(digest, authorization)
+        # Expired: every request in flight would look it up at once; they share one lookup
+        # (shielded: a client that leaves does not cancel it for the others).
+        task = self._rechecks.get(digest)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._lookup(digest, authorization))
+            self._rechecks[digest] = task
+            task.add_done_callback(lambda _: self._rechecks.pop(digest, None))
+        return await asyncio.shield(task)
+
+    async def _lookup(self, digest: bytes, authorization: bytes) -> str | None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token.startswith(GATEWAY_KEY_PREFIX):
             return None
+        generation = self._generation
         tenant_id = await self._store.tenant_for_key_hash(hash_gateway_key(token))
+        if generation != self._generation:
+            return tenant_id  # forgotten meanwhile: answer this request, cache nothing
         self._cache.pop(digest, None)  # re-inserted last: the oldest entries go first
         if tenant_id is None:
             return None
@@ -93,3 +112,11 @@ class GatewayKeys:
     def forget(self) -> None:
         """Drop every cached lookup (after a revocation in this process)."""
         self._cache.clear()
+        self._generation += 1
+
+    async def aclose(self) -> None:
+        """Cancel the background lookups still running."""
+        tasks = list(self._rechecks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
