@@ -8,7 +8,8 @@ target does: a semantic lookup at 100,000 entries under 5 ms at p99.
 
 The vectors are random unit vectors: the hardest case for a graph index (no clusters), so the
 hit counts are a floor for the index's recall. Writes the ``cache-semantic`` section of
-``benchmarks/RESULTS.md`` (``--no-write``: print only), with the load average beside the figures:
+``benchmarks/RESULTS.md`` (``cache-semantic-sqlite`` with ``--backend sqlite``; ``--no-write``:
+print only), with the load average beside the figures:
 wall time includes waiting for a core on a shared machine, CPU time is the lookup's own.
 """
 
@@ -238,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         shown = " ".join(sys.argv[1:] if argv is None else argv)
         lines.insert(2, f"- Command: `python -m benchmarks.cache_bench {shown}`.")
-        replace_section("cache-semantic", lines)
+        # One section per backend: the SQLite one (the default store) does not hide the other.
+        section = "cache-semantic" if args.backend == "memory" else f"cache-semantic-{args.backend}"
+        replace_section(section, lines)
     return 0 if ok else 1
 
 
