@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -59,6 +59,8 @@ def upstream_error(message: str, code: str) -> dict[str, object]:
     return {"message": message, "type": "upstream_error", "param": None, "code": code}
 
 
+T = TypeVar("T")
+
 # How long a forward or a relay runs before a watcher starts listening for the client leaving.
 # A call quicker than this ends sooner than a cancellation would free anything, so it never pays
 # for the watcher (a task and its wake-ups: ~40 us of CPU per request in-process); a client that
@@ -66,57 +68,48 @@ def upstream_error(message: str, code: str) -> dict[str, object]:
 WATCH_AFTER = 0.25
 
 
-async def run_until_disconnect(receive: Receive, relay: Awaitable[None]) -> bool:
-    """Run ``relay`` here; cancel it if the client goes away. True when the client left.
+async def _watched(receive: Receive, work: Awaitable[T]) -> tuple[T | None, bool]:
+    """Run ``work`` here, cancelled if the client goes away: (its result, False), or
+    (None, True) when the client left.
 
-    Once the relay has run ``WATCH_AFTER`` seconds, a watcher task (``_Watch``) listens and
-    cancels this task on ``http.disconnect``; the relay itself runs in this task, with no task of
-    its own. A stream that ends sooner was relayed whole (and the upstream billed it whole).
+    Once ``work`` has run ``WATCH_AFTER`` seconds, a watcher task (``_Watch``) listens and
+    cancels this task on ``http.disconnect``; ``work`` runs in this task, with no task of its
+    own. The watcher is cancelled, not awaited, at the end: awaiting it would cost two more
+    turns of the event loop (its cancellation, then our wake-up).
     """
     current = asyncio.current_task()
     if current is None:
-        await relay
-        return False
+        return await work, False
     watch = _Watch(receive, current)
     timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
     try:
-        await relay
-    except asyncio.CancelledError:
-        if not watch.left:
-            raise  # we are being cancelled ourselves
-        current.uncancel()
-        return True
-    finally:
-        timer.cancel()
-        watch.stop()
-    return False
-
-
-async def forward_watching(receive: Receive, forwarding: Awaitable[Forwarded]) -> Forwarded:
-    """``forwarding`` (a ``Gateway.forward``), cancelled the moment the client leaves: the
-    upstream connection is released at once instead of at the upstream timeout. Raises
-    ``ClientDisconnected`` (recorded as a 499) then. The request body must be read already.
-
-    Once the forward has run ``WATCH_AFTER`` seconds, a watcher task listens for the disconnect
-    and cancels this task; the forward itself runs here, with no task of its own. The watcher
-    is cancelled, not awaited, when the forward ends: awaiting it would cost two more turns of
-    the event loop (its cancellation, then our wake-up); it finishes on the next turn by itself.
-    """
-    current = asyncio.current_task()
-    if current is None:
-        return await forwarding
-    watch = _Watch(receive, current)
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
-    try:
-        return await forwarding
+        return await work, False
     except asyncio.CancelledError:
         if not watch.left:
             raise  # cancelled from outside, not by the client leaving
         current.uncancel()
-        raise ClientDisconnected("the client left before the answer began") from None
+        return None, True
     finally:
         timer.cancel()
         watch.stop()
+
+
+async def run_until_disconnect(receive: Receive, relay: Awaitable[None]) -> bool:
+    """Run ``relay`` here; True when the client left and it was cancelled (``_watched``). A
+    stream that ends within ``WATCH_AFTER`` was relayed whole (and the upstream billed it)."""
+    _, left = await _watched(receive, relay)
+    return left
+
+
+async def forward_watching(receive: Receive, forwarding: Awaitable[Forwarded]) -> Forwarded:
+    """``forwarding`` (a ``Gateway.forward``), cancelled the moment the client leaves
+    (``_watched``): the upstream connection is released at once instead of at the upstream
+    timeout. Raises ``ClientDisconnected`` (recorded as a 499) then. The request body must be
+    read already."""
+    forwarded, left = await _watched(receive, forwarding)
+    if left or forwarded is None:
+        raise ClientDisconnected("the client left before the answer began")
+    return forwarded
 
 
 class _Watch:
