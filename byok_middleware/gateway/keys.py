@@ -8,7 +8,6 @@ other replicas.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -21,6 +20,7 @@ from typing import Any
 from byok_middleware.clock import Clock, utcnow
 from byok_middleware.crypto import DecryptionError, Keyring, SecretStr, associated_data
 from byok_middleware.errors import InvalidRequest, NotFound
+from byok_middleware.gateway.sharing import SharedCalls
 from byok_middleware.storage.base import KeyStatus, KeyStore, ProviderKeyRecord, TooManyKeys
 
 __all__ = ["KeyPatch", "KeyService", "NewKey", "ResolvedKey"]
@@ -106,7 +106,7 @@ class KeyService:
         # Bumped by ``invalidate``: a load that began before it does not cache what it read.
         self._epoch = 0
         self._stamps: dict[str, int] = {}
-        self._reloading: dict[str, asyncio.Task[_TenantKeys]] = {}
+        self._loads: SharedCalls[str, _TenantKeys] = SharedCalls()
         self._hooks: list[ChangeHook] = []
 
     def __repr__(self) -> str:
@@ -131,10 +131,7 @@ class KeyService:
 
     async def aclose(self) -> None:
         """Cancel the loads still running."""
-        tasks = list(self._reloading.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._loads.aclose()
 
     async def _changed(self, tenant_id: str) -> None:
         self.invalidate(tenant_id)
@@ -235,7 +232,9 @@ class KeyService:
         cached = self.cached_keys(tenant_id, provider)
         if cached is not None:
             return cached
-        return (await self._load_shared(tenant_id)).by_provider.get(provider, ())
+        # Shared: at each expiry every request in flight for the tenant needs this load.
+        entry = await self._loads.run(tenant_id, lambda: self._load(tenant_id))
+        return entry.by_provider.get(provider, ())
 
     def cached_keys(self, tenant_id: str, provider: str) -> Sequence[ResolvedKey] | None:
         """``keys_for`` from the cache alone (no coroutine); None when it must load them."""
@@ -243,18 +242,6 @@ class KeyService:
         if entry is None or entry.expires <= self._monotonic():
             return None
         return entry.by_provider.get(provider, ())
-
-    async def _load_shared(self, tenant_id: str) -> _TenantKeys:
-        """``_load``, shared by the requests that need it at the same time: at each expiry
-        every request in flight for the tenant would otherwise query the store (and wait
-        behind the ledger's writes) on its own. Shielded: a client that leaves does not cancel
-        the load for the others."""
-        task = self._reloading.get(tenant_id)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load(tenant_id))
-            self._reloading[tenant_id] = task
-            task.add_done_callback(lambda _: self._reloading.pop(tenant_id, None))
-        return await asyncio.shield(task)
 
     async def _load(self, tenant_id: str) -> _TenantKeys:
         stamp = self._stamp(tenant_id)

@@ -10,7 +10,6 @@ The HTTP layer (``identity.GatewayKeyIdentity``) reads the header; this module n
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import time
@@ -18,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from hashlib import blake2s
 
+from byok_middleware.gateway.sharing import SharedCalls
 from byok_middleware.storage.base import KeyStore
 
 __all__ = ["GATEWAY_KEY_PREFIX", "GatewayKeys", "Identify", "hash_gateway_key", "new_gateway_key"]
@@ -49,9 +49,9 @@ class GatewayKeys:
     Positive lookups are cached for ``ttl`` seconds (at most ``max_entries``, oldest dropped
     first) so the steady state reads no database; a revoked key therefore stops working within
     ``ttl`` in other processes and at once in this one (``forget``). Requests that find the
-    same entry expired share one lookup instead of each querying the store. The cache is keyed by a
-    BLAKE2s digest of the raw ``Authorization`` value: a hit parses nothing and holds no key in
-    clear, and the store still sees only the SHA-256 of the key itself.
+    same key missing or expired share one lookup instead of each querying the store. The cache
+    is keyed by a BLAKE2s digest of the raw ``Authorization`` value: a hit parses nothing and
+    holds no key in clear, and the store still sees only the SHA-256 of the key itself.
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class GatewayKeys:
         self._now = monotonic
         self._cache: dict[bytes, _Entry] = {}
         self._generation = 0  # bumped by ``forget``: a lookup begun before it caches nothing
-        self._rechecks: dict[bytes, asyncio.Task[str | None]] = {}
+        self._lookups: SharedCalls[bytes, str | None] = SharedCalls()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(cached={len(self._cache)})"
@@ -81,16 +81,8 @@ class GatewayKeys:
         entry = self._cache.get(digest)
         if entry is not None and entry.expires > self._now():
             return entry.tenant_id
-        if entry is None:
-            return await self._lookup(digest, authorization)
-        # Expired: every request in flight would look it up at once; they share one lookup
-        # (shielded: a client that leaves does not cancel it for the others).
-        task = self._rechecks.get(digest)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._lookup(digest, authorization))
-            self._rechecks[digest] = task
-            task.add_done_callback(lambda _: self._rechecks.pop(digest, None))
-        return await asyncio.shield(task)
+        # Missing or expired: the requests in flight with this key share one lookup.
+        return await self._lookups.run(digest, lambda: self._lookup(digest, authorization))
 
     async def _lookup(self, digest: bytes, authorization: bytes) -> str | None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
@@ -115,8 +107,5 @@ class GatewayKeys:
         self._generation += 1
 
     async def aclose(self) -> None:
-        """Cancel the background lookups still running."""
-        tasks = list(self._rechecks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancel the shared lookups still running."""
+        await self._lookups.aclose()
