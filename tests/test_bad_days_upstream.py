@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from byok_middleware.gateway.headers import MAX_RELAYED, relay_headers
-from byok_middleware.gateway.transport import AiohttpUpstream, BodyTooLarge
+from byok_middleware.gateway.transport import AiohttpUpstream, BodyTooLarge, UpstreamResponse
 from byok_middleware.gateway.upstream import await_first_event
 from byok_middleware.redaction import Redactor
 from tests.conftest import PLATFORM_OPENAI_KEY, Gateway
@@ -156,6 +156,14 @@ class HostileUpstream:
                 await writer.wait_closed()
 
 
+async def _send_hostile(client: AiohttpUpstream, hostile: HostileUpstream) -> UpstreamResponse:
+    """A chat call with the tenant key, which the hostile upstream answers in its mode."""
+    return await client.send(
+        "POST", hostile.url + "/chat/completions",
+        headers={"authorization": f"Bearer {TENANT_KEY}"}, content=b"{}",
+    )  # fmt: skip
+
+
 @pytest.fixture
 def hostile(request: pytest.FixtureRequest) -> Iterator[HostileUpstream]:
     with HostileUpstream(request.param) as upstream:
@@ -212,10 +220,7 @@ async def test_the_transport_reads_at_most_the_cap(hostile: HostileUpstream) -> 
     """aread() raises BodyTooLarge past the cap instead of buffering the rest."""
     client = AiohttpUpstream(max_body_bytes=1024 * 1024)
     try:
-        response = await client.send(
-            "POST", hostile.url + "/chat/completions",
-            headers={"authorization": f"Bearer {TENANT_KEY}"}, content=b"{}",
-        )  # fmt: skip
+        response = await _send_hostile(client, hostile)
         with pytest.raises(BodyTooLarge):
             await response.aread()
         await response.aclose()
@@ -230,10 +235,7 @@ async def test_a_declared_length_past_the_cap_is_refused_before_reading(
     """A Content-Length above the cap: BodyTooLarge at once, nothing buffered."""
     client = AiohttpUpstream(max_body_bytes=1024 * 1024)
     try:
-        response = await client.send(
-            "POST", hostile.url + "/chat/completions",
-            headers={"authorization": f"Bearer {TENANT_KEY}"}, content=b"{}",
-        )  # fmt: skip
+        response = await _send_hostile(client, hostile)
         started = time.monotonic()
         with pytest.raises(BodyTooLarge):
             await response.aread()
@@ -251,10 +253,7 @@ async def test_a_body_dripping_in_is_cut_at_the_exchange_deadline(
     deadline although bytes keep coming (no single read waits long enough to time out)."""
     client = AiohttpUpstream(deadline=1.0)
     try:
-        response = await client.send(
-            "POST", hostile.url + "/chat/completions",
-            headers={"authorization": f"Bearer {TENANT_KEY}"}, content=b"{}",
-        )  # fmt: skip
+        response = await _send_hostile(client, hostile)
         started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout):
             await response.aread()
@@ -269,10 +268,7 @@ async def test_the_first_event_wait_is_not_reset_by_comments(hostile: HostileUps
     """await_first_event raises httpx.ReadTimeout at its limit although bytes keep coming."""
     client = AiohttpUpstream()
     try:
-        response = await client.send(
-            "POST", hostile.url + "/chat/completions",
-            headers={"authorization": f"Bearer {TENANT_KEY}"}, content=b"{}",
-        )  # fmt: skip
+        response = await _send_hostile(client, hostile)
         started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout):
             await await_first_event(response, limit=1.2)

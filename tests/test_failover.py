@@ -406,6 +406,17 @@ def test_a_json_answer_to_a_stream_request_is_replayed_once(
     assert len(fake.requests_for("openai")) == 1
 
 
+def _first_rows(gateway: Gateway, *, within: float) -> list[dict[str, Any]]:
+    """The tenant's ledger rows once there are any, polling for at most ``within`` seconds."""
+    deadline = time.monotonic() + within
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not rows:
+        with gateway.client("acme") as http:
+            rows = http.get("/v1/byok/requests").json()["data"]
+        time.sleep(0.05)
+    return rows
+
+
 def test_a_client_leaving_before_the_answer_cancels_the_upstream_call(
     gateway: Gateway, fake: FakeUpstream
 ) -> None:
@@ -414,12 +425,7 @@ def test_a_client_leaving_before_the_answer_cancels_the_upstream_call(
     fake.script("openai", Scripted(delay=8))
     with gateway.client("acme") as http, contextlib.suppress(httpx.ReadTimeout):
         http.post("/v1/chat/completions", json=CHAT, timeout=0.5)
-    deadline = time.monotonic() + 3
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline and not rows:
-        with gateway.client("acme") as http:
-            rows = http.get("/v1/byok/requests").json()["data"]
-        time.sleep(0.1)
+    rows = _first_rows(gateway, within=3)
     assert [row["status_code"] for row in rows] == [499]
 
 
@@ -436,12 +442,7 @@ def test_a_client_leaving_a_slow_stream_is_recorded_as_a_499(
     ):
         assert response.status_code == 200
         next(response.iter_lines())
-    deadline = time.monotonic() + 5
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline and not rows:
-        with gateway.client("acme") as http:
-            rows = http.get("/v1/byok/requests").json()["data"]
-        time.sleep(0.05)
+    rows = _first_rows(gateway, within=5)
     assert [row["status_code"] for row in rows] == [499]
     assert time.monotonic() - started < 5
 
@@ -456,11 +457,6 @@ def test_a_client_leaving_before_the_watcher_starts_is_still_noticed(
     started = time.monotonic()
     with gateway.client("acme") as http, contextlib.suppress(httpx.ReadTimeout):
         http.post("/v1/chat/completions", json=CHAT, timeout=leave_after)
-    deadline = time.monotonic() + 3
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline and not rows:
-        with gateway.client("acme") as http:
-            rows = http.get("/v1/byok/requests").json()["data"]
-        time.sleep(0.05)
+    rows = _first_rows(gateway, within=3)
     assert [row["status_code"] for row in rows] == [499]
     assert time.monotonic() - started < 3
