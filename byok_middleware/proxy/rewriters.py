@@ -233,23 +233,12 @@ class OpenAIChatPassthrough:
         return out
 
     def feed_many(self, raws: list[bytes]) -> list[bytes]:
-        """``feed`` over ``raws``, up to ``done``; plain chunks without a call of their own."""
+        """``feed`` over ``raws``, up to ``done``; plain chunks pass without going through it."""
         out: list[bytes] = []
         for raw in raws:
-            # _is_plain_chunk, inlined: a call costs more than these scans on a busy server.
-            if (
-                not self._held
-                and raw.startswith(b"data: {")
-                and raw.find(b"\n") == len(raw) - 2
-                and b'"error"' not in raw
-                and b'"choices"' in raw
-            ):
-                index = raw.find(b'"finish_reason"')
-                if index < 0 or raw[index + 15 : index + 25].lstrip(b": \t").startswith(b"null"):
-                    index = raw.find(b'"usage"')
-                    if index < 0 or raw[index + 7 : index + 17].lstrip(b": \t").startswith(b"null"):
-                        out.append(raw)
-                        continue
+            if not self._held and _is_plain_chunk(raw):
+                out.append(raw)
+                continue
             out += self.feed(raw)
             if self.done:
                 break
