@@ -129,13 +129,10 @@ async def await_first_event(
                     break
             else:
                 raise EmptyStream
-    except TimeoutError:
-        await close_iterator(rest)
-        await response.aclose()
-        raise httpx.ReadTimeout(f"no stream event within {limit:g} s") from None
-    except BaseException:
-        await close_iterator(rest)
-        await response.aclose()
+    except BaseException as exc:
+        await _Replayed(response, head, rest).aclose()
+        if isinstance(exc, TimeoutError):
+            raise httpx.ReadTimeout(f"no stream event within {limit:g} s") from None
         raise
     return _Replayed(response, head, rest)
 
