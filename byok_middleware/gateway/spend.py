@@ -245,8 +245,13 @@ class SpendControl:
         Raises ``BudgetExceeded`` (429) when a line cannot cover it, ``UnpricedModel`` (400)
         when the model has no price and the policy blocks unpriced models.
         """
-        if call.endpoint == "/models":
-            return content  # listing models is free
+        record = candidate.record
+        if call.endpoint == "/models" or (
+            policy is None and (record is None or record.monthly_budget_usd is None)
+        ):
+            # Listing models is free; without a policy or a key budget no line applies and no
+            # price is needed (the most common call: no clock read, no lines built).
+            return content
         now = self._clock()
         lines = self.lines(policy, call.tenant_id, candidate, now)
         limited = False
