@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -216,6 +217,49 @@ async def test_two_sqlite_backends_share_one_file(tmp_path: Path) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+def last_used(path: Path, key: str) -> float:
+    with sqlite3.connect(path) as conn:
+        found = conn.execute("SELECT last_used FROM byok_cache_v1 WHERE key = ?", (key,))
+        return float(found.fetchone()[0])
+
+
+async def test_a_sqlite_hit_writes_its_use_time_later_and_before_an_eviction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hit is a read alone: the use time waits in memory, and is written at the start of the
+    next store (whose eviction must see it), after TOUCH_DELAY, or on close."""
+    import byok_middleware.cache.sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "TOUCH_DELAY", 3600.0)  # only a store or close writes
+    path = tmp_path / "touch.db"
+    size = stored("t1", "k1").size
+    backend = SQLiteBackend(str(path), max_bytes=3 * size + size // 2, touch_seconds=0)
+    try:
+        for now, key in enumerate(("k1", "k2", "k3"), start=1):
+            await backend.put(stored("t1", key), now=float(now))
+        assert await backend.get("t1", "k1", now=10.0) is not None
+        assert last_used(path, "k1") == 1.0  # not written on the hit's path
+        assert await backend.put(stored("t1", "k4"), now=11.0) == 1
+        assert await backend.get("t1", "k2", now=12.0) is None  # k1 was used later: k2 went
+        assert last_used(path, "k1") == 10.0
+        assert await backend.get("t1", "k3", now=13.0) is not None
+    finally:
+        await backend.close()
+    assert last_used(path, "k3") == 13.0  # close wrote what was pending
+
+    monkeypatch.setattr(sqlite_backend, "TOUCH_DELAY", 0.01)
+    backend = SQLiteBackend(str(path), max_bytes=3 * size + size // 2, touch_seconds=0)
+    try:
+        assert await backend.get("t1", "k4", now=20.0) is not None
+        for _ in range(200):  # bounded: ~2 s
+            if last_used(path, "k4") == 20.0:
+                break
+            await asyncio.sleep(0.01)
+        assert last_used(path, "k4") == 20.0  # written behind, without a store
+    finally:
+        await backend.close()
 
 
 # ---------------------------------------------------------------- the facade

@@ -5,7 +5,8 @@ backend keeps the same promises:
 
 - ``get`` never returns an expired entry (it deletes it), and marks the entry used, so eviction is
   least recently used first. SQL backends rewrite the use time only when it is older than
-  ``touch_seconds``, so a hit is a read in the steady state.
+  ``touch_seconds``, so a hit is a read in the steady state; SQLite writes it behind the hit
+  (batched, before its next eviction), so even that hit waits for no write.
 - ``put`` replaces an entry of the same key, drops expired entries, then evicts the least recently
   used until the sealed bytes of all tenants fit in ``max_bytes``; it returns how many it evicted.
   The backends here also have ``put_many`` (``cache/writer.py``'s ``BatchBackend``): the same for

@@ -11,6 +11,11 @@ for a store), and the worker being single, they run in the order asked and never
 A lookup reads on the caller's thread, through a second, read-only connection: a point read by
 the unique index, which in WAL mode never waits for a writer (a hop to a thread cost more CPU
 than the read itself); should it find the file busy all the same, it reads through the worker.
+A hit that must mark its entry used (LRU, at most every ``touch_seconds``) does not wait for
+that write either: the use times are kept in memory and written in one statement batch, at the
+start of the next store's transaction (before it evicts) or ``TOUCH_DELAY`` seconds later,
+whichever comes first (at once past ``TOUCH_BATCH`` of them). A hit is then a read alone; the
+price is that another process sharing the file sees a use up to ``TOUCH_DELAY`` late.
 Commits do not wait for the disk (``synchronous = NORMAL`` in WAL mode): a power cut may lose
 the last entries, which a cache can afford; the file stays consistent.
 """
@@ -18,6 +23,8 @@ the last entries, which a cache can afford; the file stays consistent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +32,11 @@ from typing import Any, TypeVar
 
 from byok_middleware.cache.backend import BackendUsage, StoredEntry, VectorRow
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["TOUCH_BATCH", "TOUCH_DELAY", "SQLiteBackend"]
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("byok_middleware.cache")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS byok_cache_v1 (
@@ -67,7 +76,8 @@ _GET = """SELECT grp, entry, vector, created_at, expires_at, last_used FROM byok
 _DELETE_EXPIRED_ONE = (
     "DELETE FROM byok_cache_v1 WHERE tenant_id = ? AND key = ? AND expires_at <= ?"
 )
-_TOUCH = "UPDATE byok_cache_v1 SET last_used = ? WHERE tenant_id = ? AND key = ?"
+_TOUCH = """UPDATE byok_cache_v1 SET last_used = max(last_used, ?)
+    WHERE tenant_id = ? AND key = ?"""
 _DELETE = "DELETE FROM byok_cache_v1 WHERE tenant_id = ? AND key = ?"
 _INSERT = """INSERT INTO byok_cache_v1
     (tenant_id, key, grp, entry, vector, size, created_at, expires_at, last_used)
@@ -81,6 +91,8 @@ _VECTORS = """SELECT seq, key, grp, vector FROM byok_cache_v1
     WHERE tenant_id = ? AND seq > ? AND grp IS NOT NULL AND expires_at > ?
     ORDER BY seq LIMIT ?"""
 _LRU_BATCH = 256
+TOUCH_DELAY = 1.0  # seconds a hit's use time may wait before it is written
+TOUCH_BATCH = 512  # use times that are written at once, without waiting for TOUCH_DELAY
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -134,6 +146,9 @@ class SQLiteBackend:
         self._worker: ThreadPoolExecutor | None = None
         self._reader: sqlite3.Connection | None = None  # on the event loop's thread
         self._lock = asyncio.Lock()  # open and close only; the single worker orders the rest
+        self._touches: dict[tuple[str, str], float] = {}  # (tenant, key) -> use time, unwritten
+        self._touch_wake = asyncio.Event()
+        self._touch_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteBackend(path={self._path!r})"
@@ -143,6 +158,13 @@ class SQLiteBackend:
         await self._connected()
 
     async def close(self) -> None:
+        task, self._touch_task = self._touch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._touches and self._conn is not None:
+            await self._write_touches()
         async with self._lock:
             conn, self._conn = self._conn, None
             worker, self._worker = self._worker, None
@@ -194,9 +216,49 @@ class SQLiteBackend:
                 )
                 return None
             if now - found[5] >= self._touch:
-                await self._run(lambda conn: conn.execute(_TOUCH, (now, tenant_id, key)))
+                self._touched(tenant_id, key, now)
             return _row(tenant_id, key, found)
         return await self._get_on_worker(tenant_id, key, now)
+
+    def _touched(self, tenant_id: str, key: str, now: float) -> None:
+        """Note that (tenant, key) was used at ``now``; the write follows (module docstring)."""
+        self._touches[(tenant_id, key)] = now
+        if len(self._touches) >= TOUCH_BATCH:
+            self._touch_wake.set()
+        if self._touch_task is None or self._touch_task.done():
+            self._touch_task = asyncio.get_running_loop().create_task(self._touch_behind())
+
+    def _take_touches(self) -> list[tuple[float, str, str]]:
+        touches = [(now, tenant_id, key) for (tenant_id, key), now in self._touches.items()]
+        self._touches.clear()
+        return touches
+
+    async def _write_touches(self) -> None:
+        touches = self._take_touches()
+        if not touches:
+            return
+
+        def touch(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_TOUCH, touches)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(touch)
+
+    async def _touch_behind(self) -> None:
+        while self._touches:
+            if len(self._touches) < TOUCH_BATCH:
+                self._touch_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._touch_wake.wait(), TOUCH_DELAY)
+            try:
+                await self._write_touches()
+            except sqlite3.Error as exc:  # the use times are only an LRU hint: logged, dropped
+                logger.warning("cache use times could not be written (%s)", type(exc).__name__)
 
     async def _get_on_worker(self, tenant_id: str, key: str, now: float) -> StoredEntry | None:
         touch = self._touch
@@ -220,6 +282,8 @@ class SQLiteBackend:
     async def put_many(self, entries: Sequence[StoredEntry], now: float) -> int:
         """Store ``entries`` (a later one replaces an earlier of the same key) in one
         transaction, then drop the expired and evict to fit; how many were evicted."""
+        if not entries:
+            return 0
         deletes = [(e.tenant_id, e.key) for e in entries]
         inserts = [
             (e.tenant_id, e.key, e.group, e.sealed, e.vector, e.size, e.created_at,
@@ -227,10 +291,12 @@ class SQLiteBackend:
             for e in entries
         ]  # fmt: skip
         max_bytes = self._max_bytes
+        touches = self._take_touches()  # before the eviction, which must see them
 
         def put(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.executemany(_TOUCH, touches)
                 # Delete then insert (not REPLACE): the row gets a new seq, and triggers fire.
                 for delete, insert in zip(deletes, inserts, strict=True):
                     conn.execute(_DELETE, delete)
@@ -243,7 +309,7 @@ class SQLiteBackend:
                 raise
             return evicted
 
-        return await self._run(put) if entries else 0
+        return await self._run(put)
 
     async def delete(self, tenant_id: str, key: str) -> None:
         await self._run(lambda conn: conn.execute(_DELETE, (tenant_id, key)))
