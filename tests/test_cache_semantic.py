@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pytest
 
 from byok_middleware.cache import (
@@ -19,7 +20,7 @@ from byok_middleware.cache import (
     ResponseCache,
     SQLiteBackend,
 )
-from byok_middleware.cache.backend import CacheBackend
+from byok_middleware.cache.backend import CacheBackend, StoredEntry
 from byok_middleware.crypto import Keyring, generate_master_key
 from byok_middleware.errors import NoProviderKey
 
@@ -225,3 +226,58 @@ async def test_cleared_and_evicted_entries_leave_the_index() -> None:
     await backend.delete("t1", key)
     assert await cache.lookup("t1", "openai", "gpt-4o", body(PARAPHRASE)) is None
     assert (await cache.sizes()).indexed["t1"] == 0
+
+
+class CountingSQLite(SQLiteBackend):
+    """Counts the rows a lookup asks the backend for."""
+
+    reads = 0
+
+    async def get(self, tenant_id: str, key: str, now: float) -> StoredEntry | None:
+        self.reads += 1
+        return await super().get(tenant_id, key, now)
+
+
+class RandomEmbedder:
+    """Random unit vectors of 384 dimensions for ``question i``, noisy copies for ``copy i``."""
+
+    name = "test/random-embedder"
+
+    def __init__(self, count: int) -> None:
+        rng = numpy.random.default_rng(11)
+        rows = rng.standard_normal((count, 384)).astype(numpy.float32)
+        self.rows = rows / numpy.linalg.norm(rows, axis=1, keepdims=True)
+        noise = rng.standard_normal((count, 384)).astype(numpy.float32)
+        copies = self.rows + 0.05 * noise / numpy.linalg.norm(noise, axis=1, keepdims=True)
+        self.copies = copies / numpy.linalg.norm(copies, axis=1, keepdims=True)
+
+    async def embed(self, tenant_id: str, text: str) -> Sequence[float]:
+        kind, number = text.removeprefix("user: ").split()
+        return (self.rows if kind == "question" else self.copies)[int(number)].tolist()
+
+
+async def test_near_duplicates_among_many_hit_reading_one_entry_each(tmp_path: Path) -> None:
+    """Among 2,000 random entries on SQLite, a noisy copy (cosine ~0.999) of any of them hits
+    that entry, and the lookup reads two rows: the exact key's (absent) and the one candidate's.
+    (At 100,000 entries the index's recall is measured by ``benchmarks.cache_bench``.)"""
+    count = 2000
+    embedder = RandomEmbedder(count)
+    backend = CountingSQLite(str(tmp_path / "many.db"))
+    cache = ResponseCache(
+        backend,
+        Keyring.parse("k:" + KEY),
+        CacheSettings(mode=CacheMode.SEMANTIC, semantic_sync_seconds=0),
+        embedder=embedder,
+    )
+    try:
+        for i in range(count):
+            text = f"question {i}"
+            await cache.store("t1", "openai", "gpt-4o", body(text), answer(text), cost_usd=None)
+        for i in range(0, count, 20):
+            backend.reads = 0
+            hit = await cache.lookup("t1", "openai", "gpt-4o", body(f"copy {i}"))
+            assert hit is not None and hit.similarity is not None and hit.similarity > 0.99
+            assert hit.entry.response["choices"][0]["message"]["content"] == f"question {i}"
+            assert backend.reads == 2
+    finally:
+        await cache.close()

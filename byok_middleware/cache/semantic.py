@@ -124,12 +124,25 @@ class SemanticIndex:
     a search at 100,000 vectors of 384 dimensions about 1.5x faster than ``f16`` and an insert
     1.8x faster (``benchmarks.cache_bench``); its similarities are approximate (within about
     0.01), so the cache re-ranks a candidate on its stored float32 vector before the threshold.
+
+    ``connectivity`` (links per node) and ``expansion_search`` (candidates a search keeps) set
+    the recall: with 16 links and a search of 64 (usearch's default), 85% of 2,000 noisy copies
+    (cosine ~0.999) of 100,000 random 384-dimension vectors were found; with 32 links and 48,
+    96%, for a search ~1.4x as long (32 at a search of 32: 92%, as fast as before; 16 links
+    need a search of 128 for 95%, 2.3x as long). Random vectors are the worst case of a graph
+    index; an embedding model's clustered vectors are found more easily. The price is the
+    insert: ~2.3x as long, and the graph ~25% larger (66 MB at 100,000 vectors).
     """
 
     QUANTISATION_MARGIN = 0.02  # i8 cosines were within 0.0094 of the exact ones (384 dims)
 
     def __init__(
-        self, *, dtype: str = "i8", connectivity: int = 16, expansion_add: int = 64
+        self,
+        *,
+        dtype: str = "i8",
+        connectivity: int = 32,
+        expansion_add: int = 64,
+        expansion_search: int = 48,
     ) -> None:
         try:
             from usearch.index import Index
@@ -144,6 +157,7 @@ class SemanticIndex:
         self._dtype = dtype
         self._connectivity = connectivity
         self._expansion_add = expansion_add
+        self._expansion_search = expansion_search
         self._np = _numpy()
         self._tenants: dict[str, TenantIndex] = {}
 
@@ -180,6 +194,7 @@ class SemanticIndex:
                     dtype=self._dtype,
                     connectivity=self._connectivity,
                     expansion_add=self._expansion_add,
+                    expansion_search=self._expansion_search,
                 )
                 slot = tenant.groups[group] = _Group(index=index, ndim=len(batch[0][1]))
             # Another model's vector under the same name is never comparable: left out.
