@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +20,14 @@ import pytest
 
 from byok_middleware.gateway.journal import DEAD_LETTER_FILE, Journal, journal_directory
 from byok_middleware.gateway.ledger import Ledger
-from byok_middleware.gateway.ledger_rows import MAX_TOKENS, clean_row, row_from_json, row_to_json
+from byok_middleware.gateway.ledger_rows import (
+    LINE_FIELDS,
+    MAX_TOKENS,
+    clean_row,
+    row_from_json,
+    row_to_json,
+    row_to_object_json,
+)
 from byok_middleware.storage import SQLiteStore
 from byok_middleware.storage.base import UsageBatchError, UsageRecord
 
@@ -79,6 +86,38 @@ def test_clean_row_escapes_control_characters_and_clamps_absurd_numbers() -> Non
     good = row("fine")
     assert clean_row(good) is good  # the common case costs no copy
     assert row_from_json(row_to_json(clean)) == clean
+
+
+def test_a_journal_line_carries_every_field_of_a_row_in_its_own_place() -> None:
+    """Every field has a distinct value, so a field written in another's place fails here."""
+    assert set(LINE_FIELDS) == {spec.name for spec in fields(UsageRecord)}
+    full = row(
+        "every-field",
+        key_id="key-7",
+        error_type="upstream_error",
+        cost_source="price_table",
+        cached_tokens=3,
+        attempts=2,
+        ttft_ms=12.25,
+        cache_hit=True,
+        cost_saved_usd=Decimal("0.0042"),
+    )
+    line = row_to_json(full)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert row_from_json(line) == full
+    assert row_from_json(row_to_json(replace(full, cost_usd=None))) == replace(full, cost_usd=None)
+
+
+def test_journal_lines_of_the_object_form_are_still_replayed() -> None:
+    """Segments an older version left (one JSON object per row) replay after an upgrade; fields a
+    newer version appended to either form are dropped."""
+    old = row("written-by-an-older-version")
+    assert row_from_json(row_to_object_json(old)) == old
+    newer = [*json.loads(row_to_json(old)), "a field from a later version"]
+    assert row_from_json(json.dumps(newer).encode()) == old
+    for torn in (b'["r1", "cut-off"]', b'["r9"]', b"[]", b"42"):
+        with pytest.raises(ValueError, match="journal line"):
+            row_from_json(torn)
 
 
 async def test_a_poisoned_row_never_sinks_other_tenants_rows(tmp_path: Path) -> None:

@@ -3,9 +3,10 @@
 Files (in one directory, created ``0700``; ``BYOK_JOURNAL_DIR``, by default next to the SQLite
 file):
 
-* ``ledger-<time>-<pid>.jsonl``: segments, one JSON row per line, appended with one ``write``
-  system call per row on an ``O_APPEND`` descriptor. Once ``write`` returned the row is in the
-  kernel's page cache: it survives ``kill -9`` of the process (not a power cut, see below).
+* ``ledger-<time>-<pid>.jsonl``: segments, one row per line (a JSON array, see
+  ``ledger_rows.row_to_json``), appended with one ``write`` system call per row on an
+  ``O_APPEND`` descriptor. Once ``write`` returned the row is in the kernel's page cache: it
+  survives ``kill -9`` of the process (not a power cut, see below).
 * ``dead-letter.jsonl``: rows no store would take, one ``{"at", "reason", "row"}`` per line; an
   operator reads or replays them by hand. Never deleted by the gateway.
 
@@ -44,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from byok_middleware.gateway.ledger_rows import row_from_json, row_to_json
+from byok_middleware.gateway.ledger_rows import row_from_json, row_to_json, row_to_object_json
 from byok_middleware.storage.base import UsageRecord
 
 try:
@@ -230,7 +231,7 @@ class Journal:
 
     def dead_letter(self, row: UsageRecord, reason: str) -> None:
         """Keep a row no store would take, with the reason (never row contents in a log)."""
-        self._dead_letter_raw(row_to_json(row).rstrip(b"\n"), reason, parsed=True)
+        self._dead_letter_raw(row_to_object_json(row), reason, parsed=True)
 
     def _dead_letter_raw(self, line: bytes, reason: str, *, parsed: bool = False) -> None:
         entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "reason": reason[:500]}
