@@ -12,15 +12,17 @@ import httpx
 import pytest
 
 from byok_middleware.asgi import Message, Receive, Scope, Send
-from byok_middleware.serving import FreezeAfterStartup, create_app
+from byok_middleware.serving import YOUNG_THRESHOLD, FreezeAfterStartup, create_app
 from tests.servers import serve
 
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()  # the rest of the test run keeps its usual collector
+    gc.set_threshold(*thresholds)
 
 
 async def test_the_heap_is_frozen_when_start_up_completes_not_before(unfrozen: None) -> None:
@@ -48,6 +50,7 @@ async def test_the_heap_is_frozen_when_start_up_completes_not_before(unfrozen: N
     await wrapped({"type": "lifespan"}, receive, send)
     assert seen[0] == ("before", 0)
     assert seen[1][0] == "lifespan.startup.complete" and seen[1][1] > 1000
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD  # young collections only past 50,000
     await wrapped({"type": "http"}, receive, send)
     assert sent[-1]["status"] == 204
 
