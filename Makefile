@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest services services-stop bench clean
+.PHONY: demo test lint typecheck pytest services services-stop bench bench-semantic clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ services-stop:
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo 'make bench needs wrk: apt-get install -y wrk'; exit 1; }
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# The semantic cache's lookups at 100,000 entries, on the default store and in memory
+# (about 5 min each, most of it filling the cache); RESULTS.md `cache-semantic-sqlite`,
+# `cache-semantic`.
+bench-semantic: $(STAMP)
+	$(BIN)/python -m benchmarks.cache_bench --entries 100000 --dim 384 --samples 2000 --backend sqlite
+	$(BIN)/python -m benchmarks.cache_bench --entries 100000 --dim 384 --samples 2000 --backend memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
