@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -110,6 +110,18 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction, its lock taken at once; committed, or rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _reader(path: str) -> sqlite3.Connection:
@@ -239,13 +251,8 @@ class SQLiteBackend:
             return
 
         def touch(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.executemany(_TOUCH, touches)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(touch)
 
@@ -294,8 +301,7 @@ class SQLiteBackend:
         touches = self._take_touches()  # before the eviction, which must see them
 
         def put(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.executemany(_TOUCH, touches)
                 # Delete then insert (not REPLACE): the row gets a new seq, and triggers fire.
                 for delete, insert in zip(deletes, inserts, strict=True):
@@ -303,10 +309,6 @@ class SQLiteBackend:
                     conn.execute(_INSERT, insert)
                 evicted = max(conn.execute(_DELETE_EXPIRED, (now,)).rowcount, 0)
                 evicted += _evict(conn, max_bytes)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return evicted
 
         return await self._run(put)
