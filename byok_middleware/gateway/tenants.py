@@ -81,14 +81,14 @@ class GatewayKeys:
         entry = self._cache.get(digest)
         if entry is not None and entry.expires > self._now():
             return entry.tenant_id
-        # Missing or expired: the requests in flight with this key share one lookup.
-        return await self._lookups.run(digest, lambda: self._lookup(digest, authorization))
-
-    async def _lookup(self, digest: bytes, authorization: bytes) -> str | None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token.startswith(GATEWAY_KEY_PREFIX):
-            return None
+            return None  # not one of ours: no lookup to share
+        # Missing or expired: the requests in flight with this key share one lookup.
+        return await self._lookups.run(digest, lambda: self._lookup(digest, token))
+
+    async def _lookup(self, digest: bytes, token: str) -> str | None:
         generation = self._generation
         tenant_id = await self._store.tenant_for_key_hash(hash_gateway_key(token))
         if generation != self._generation:
