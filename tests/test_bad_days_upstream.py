@@ -135,6 +135,13 @@ class HostileUpstream:
                     writer.write(b" ")
                     await writer.drain()
                     await asyncio.sleep(0.2)
+            elif self.mode == "small":  # a whole 4 KiB answer, sent with its headers
+                body = b'{"a":"' + b"x" * 4090 + b'"}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+                await writer.drain()
             elif self.mode == "declared-huge":  # 200 MB announced; the first MB sent
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
@@ -226,6 +233,26 @@ async def test_the_transport_reads_at_most_the_cap(hostile: HostileUpstream) -> 
         await response.aclose()
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("hostile", ["small"], indirect=True)
+async def test_a_body_that_arrived_whole_is_still_held_to_the_cap(hostile: HostileUpstream) -> None:
+    """A short answer is all there by the time it is read (no deadline timer is armed for it):
+    it is returned whole under the cap and refused over it."""
+    for cap, fits in ((8192, True), (1024, False)):
+        client = AiohttpUpstream(max_body_bytes=cap)
+        try:
+            response = await _send_hostile(client, hostile)
+            await asyncio.sleep(0.05)  # the rest of the answer lands, if it came apart
+            if fits:
+                body = await response.aread()
+                assert len(body) == 4098 and body.startswith(b'{"a":"xxx') and body.endswith(b'"}')
+            else:
+                with pytest.raises(BodyTooLarge):
+                    await response.aread()
+            await response.aclose()
+        finally:
+            await client.aclose()
 
 
 @pytest.mark.parametrize("hostile", ["declared-huge"], indirect=True)
