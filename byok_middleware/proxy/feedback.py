@@ -13,6 +13,7 @@ from typing import Any
 from byok_middleware.asgi import Scope, header, json_body, send_json
 from byok_middleware.errors import InvalidRequest
 from byok_middleware.gateway import Call, Gateway
+from byok_middleware.gateway.autorouting import is_auto
 from byok_middleware.router import Incoming
 
 __all__ = ["COST_WEIGHT_HEADER", "handle_feedback", "route_auto"]
@@ -24,7 +25,8 @@ _FEEDBACK_BODY_LIMIT = 4096
 async def route_auto(gateway: Gateway, call: Call, body: dict[str, Any], scope: Scope) -> None:
     """Choose the model of a ``model: "auto"`` body (no-op for any other model); call it before
     ``Gateway.route_model`` in every handler that accepts ``auto`` (chat, Responses, Messages)."""
-    await gateway.auto.prepare(call, body, header(scope, COST_WEIGHT_HEADER))
+    if is_auto(body.get("model")):  # the header is only read for the router
+        await gateway.auto.prepare(call, body, header(scope, COST_WEIGHT_HEADER))
 
 
 def _request_id(body: dict[str, Any]) -> str:
