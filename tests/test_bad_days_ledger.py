@@ -248,6 +248,56 @@ async def test_shutdown_is_bounded_while_the_store_is_down_and_the_next_start_re
     await store.close()
 
 
+def test_rows_past_a_full_segment_go_on_in_the_next_and_outlive_the_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Segments of ~4 rows here. Rows journalled after a seal fill several segments; discarding
+    the sealed ones (their rows stored) keeps those, and a restart replays exactly them."""
+    monkeypatch.setattr(
+        "byok_middleware.gateway.journal.SEGMENT_BYTES", 4 * len(row_to_json(row("x0")))
+    )
+    folder = tmp_path / "journal"
+    journal = Journal(folder)
+    journal.open()
+    for index in range(10):
+        journal.append(row(f"stored{index}"))
+    journal.seal()  # a flush begins: these ten are being written to the store
+    for index in range(10):
+        journal.append(row(f"queued{index}"))  # meanwhile: fills segments of their own
+    journal.discard_sealed()  # the flush stored the ten
+    journal.close()  # a stop (or a crash) before the next flush
+    assert len(_segments(folder)) >= 3  # the queued rows span several segments
+    again = Journal(folder)
+    replayed = again.open()
+    again.close()
+    assert sorted(r.request_id for r in replayed) == sorted(f"queued{i}" for i in range(10))
+
+
+def test_a_disk_with_no_room_for_a_segment_keeps_the_request_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No space for a new segment: the row is not journalled (said at ERROR, without its
+    contents), append does not raise, and the journal writes again once there is room."""
+    import errno
+
+    def full(fd: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    folder = tmp_path / "journal"
+    journal = Journal(folder)
+    journal.open()
+    with monkeypatch.context() as patch:
+        patch.setattr("byok_middleware.gateway.journal._reserve", full)
+        journal.append(row("lost-safety"))
+    assert "the ledger journal cannot be written (No space left on device)" in caplog.text
+    assert "lost-safety" not in caplog.text
+    journal.append(row("kept"))
+    journal.close()
+    again = Journal(folder)
+    assert [r.request_id for r in again.open()] == ["kept"]
+    again.close()
+
+
 _CRASHER = """
 import os, sys
 from datetime import UTC, datetime
