@@ -2,9 +2,10 @@
 
 Run: ``python -m benchmarks.journal``.
 
-Measures, per row, ``clean_row`` (the row check), ``Journal.append`` (one JSON line and one
-``write`` system call) and the whole ``Ledger.record`` with a journal, on the temporary folder's
-file system. Prints microseconds per row (best of five rounds of 20 000 rows).
+Measures, per row, ``clean_row`` (the row check), ``Journal.append`` (one JSON line copied into
+the mapped segment, its first row reserving the segment) and the whole ``Ledger.record`` with a
+journal, on the temporary folder's file system. Prints microseconds per row (best of five rounds
+of 20 000 rows).
 """
 
 from __future__ import annotations
