@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from byok_middleware.errors import ConfigurationError
 from byok_middleware.shared import safe_url
