@@ -4,6 +4,7 @@ outage, a refused row or a crash. Real SQLite files; the journal in a temporary 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import sqlite3
@@ -278,7 +279,6 @@ def test_a_disk_with_no_room_for_a_segment_keeps_the_request_going(
 ) -> None:
     """No space for a new segment: the row is not journalled (said at ERROR, without its
     contents), append does not raise, and the journal writes again once there is room."""
-    import errno
 
     def full(fd: int, size: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -7,10 +7,10 @@ file):
   ``ledger_rows.row_to_json``). A segment is ``SEGMENT_BYTES`` reserved on disk
   (``posix_fallocate``) and mapped into memory (``MAP_SHARED``); a row is copied into the
   mapping, which is the kernel's page cache of the file: from then on it survives ``kill -9`` of
-  the process (not a power cut, see below), with no system call per row. A ``write`` per row
-  cost more than the rest of the journal together inside the served app (benchmarks
-  ``compare_ref``). The unused end of a segment is NUL bytes, which readers skip; a row that
-  does not fit starts the next segment.
+  the process (not a power cut, see below), with no system call per row (a ``write`` per row
+  cost 0-4% more of a plain request's CPU in three same-run comparisons, docs/performance.md).
+  The unused end of a segment is NUL bytes, which readers skip; a row that does not fit starts
+  the next segment.
 * ``dead-letter.jsonl``: rows no store would take, one ``{"at", "reason", "row"}`` per line; an
   operator reads or replays them by hand. Never deleted by the gateway.
 
@@ -69,7 +69,7 @@ logger = logging.getLogger("byok_middleware.ledger")
 
 DEAD_LETTER_FILE = "dead-letter.jsonl"
 _SEGMENT_GLOB = "ledger-*.jsonl"
-_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_DEAD_LETTER_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _SEGMENT_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 # About 4,000 rows: a flush interval's worth at several thousand requests per second.
 SEGMENT_BYTES = 1 << 20
@@ -301,7 +301,7 @@ class Journal:
         entry["row" if parsed else "line"] = (
             orjson.Fragment(line) if parsed else line.decode("utf-8", "backslashreplace")
         )
-        fd = os.open(self.directory / DEAD_LETTER_FILE, _FLAGS, 0o600)
+        fd = os.open(self.directory / DEAD_LETTER_FILE, _DEAD_LETTER_FLAGS, 0o600)
         try:
             os.write(fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
             os.fsync(fd)  # rare, and the only copy of the row from now on
