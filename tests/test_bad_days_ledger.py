@@ -89,6 +89,23 @@ def test_clean_row_escapes_control_characters_and_clamps_absurd_numbers() -> Non
     assert row_from_json(row_to_json(clean)) == clean
 
 
+@pytest.mark.parametrize(
+    ("model", "stored"),
+    [
+        ("gpt-4o\u00a0mini", "gpt-4o\u00a0mini"),  # not printable, yet safe: kept as is
+        ("m\u2028", "m\u2028"),
+        ("m\x85", "m\\x85"),  # C1 control
+        ("m\x7f", "m\\x7f"),
+        ("m\ud800", "m\\ud800"),  # a lone surrogate
+    ],
+)
+def test_only_control_characters_and_surrogates_are_escaped(model: str, stored: str) -> None:
+    """Text that is not printable takes the slow path, which escapes exactly the unsafe."""
+    clean = clean_row(row("r1", model=model))
+    assert clean.model == stored
+    assert (clean.error_type == "text_escaped") is (model != stored)
+
+
 def test_a_journal_line_carries_every_field_of_a_row_in_its_own_place() -> None:
     """Every field has a distinct value, so a field written in another's place fails here."""
     assert set(LINE_FIELDS) == {spec.name for spec in fields(UsageRecord)}
