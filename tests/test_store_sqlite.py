@@ -9,7 +9,7 @@ import sys
 import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
-from datetime import timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from byok_middleware.storage import KeyStore, MemoryStore, SQLiteStore, TooManyK
 from byok_middleware.storage.base import UsageRecord
 from byok_middleware.storage.migrations import SQLITE_MIGRATIONS, latest_version
 from byok_middleware.storage.sql import USAGE_COLUMNS
-from byok_middleware.storage.sqlite import _encode_record, _encode_usage, apply_migrations
+from byok_middleware.storage.sqlite import _encode_record, _encode_usage, _ts, apply_migrations
 from tests.store_contract import T0, StoreContract, key, tenant, usage
 from tests.store_contract_admin import AdminContract
 from tests.store_contract_router import RouterContract
@@ -74,6 +74,24 @@ async def test_storage_formats(sqlite_store: SQLiteStore, raw: sqlite3.Connectio
         "2025-03-01T12:00:00.000000Z",
     )
     assert raw.execute("SELECT is_active, always_use FROM provider_keys").fetchone() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 12, 4, 6, 30, 1, 250_001, tzinfo=UTC),
+        datetime(2026, 12, 4, 6, 30, 1, tzinfo=UTC),  # no fraction: still six digits
+        datetime(2026, 12, 4, 8, 30, 1, 7, tzinfo=timezone(timedelta(hours=2))),
+        datetime(5, 1, 2, 3, 4, 5, 6, tzinfo=UTC),  # a four-digit year, zero-padded
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ],
+)
+def test_times_are_fixed_width_utc_text(when: datetime) -> None:
+    """Every time is written ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, so text order is time
+    order, whichever way it is formatted."""
+    text = _ts(when)
+    assert text == when.astimezone(UTC).replace(tzinfo=None).isoformat("T", "microseconds") + "Z"
+    assert len(text) == 27
 
 
 async def test_reopening_keeps_data(db: Path) -> None:
