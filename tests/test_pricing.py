@@ -15,6 +15,7 @@ import pytest
 from genai_prices import data_snapshot
 from genai_prices import types as genai_types
 
+from byok_middleware.gateway.spend import cost_source
 from byok_middleware.pricing import (
     GenaiPrices,
     ModelPrice,
@@ -591,6 +592,17 @@ def test_extra_prices_override(provider: str, model: str, usage: Usage, expected
     """extra_prices prices any (provider, model), ahead of the built-in table and genai-prices."""
     prices = GenaiPrices(extra_prices=OVERRIDES)
     assert prices.cost(provider, model, usage, when=NOON) == Decimal(expected)
+
+
+def test_a_cost_names_where_its_price_came_from() -> None:
+    """``operator`` for extra_prices (names matched as prices are), ``price_table`` for the
+    table, ``unpriced`` without a cost; with no extra prices nothing is the operator's."""
+    prices = GenaiPrices(extra_prices=OVERRIDES)
+    assert cost_source(prices, "openai", "gpt-4o", Decimal(1)) == "operator"
+    assert cost_source(prices, " OpenAI", "GPT-4o ", Decimal(1)) == "operator"
+    assert cost_source(prices, "openai", "gpt-4.1", Decimal(1)) == "price_table"
+    assert cost_source(prices, "openai", "gpt-4o", None) == "unpriced"
+    assert cost_source(GenaiPrices(), "openai", "gpt-4o", Decimal(1)) == "price_table"
 
 
 @pytest.mark.parametrize(

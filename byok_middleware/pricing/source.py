@@ -108,7 +108,8 @@ class GenaiPrices:
 
     def is_operator_price(self, provider: str, model: str) -> bool:
         """Whether the operator's ``extra_prices`` price this model (``cost_source``)."""
-        return _lookup_key(provider, model) in self._operator
+        # Asked for every priced call; most deployments have no extra prices to look in.
+        return bool(self._operator) and _lookup_key(provider, model) in self._operator
 
     def cost(self, provider: str, model: str, usage: Usage, *, when: datetime) -> Decimal | None:
         """USD list price of this call; ``None`` (and one warning) when no price is known."""
