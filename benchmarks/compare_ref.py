@@ -17,6 +17,7 @@ p50, and the p99 / p99.9 of all slices together.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -27,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import measure
-from benchmarks.procs import Server
+from benchmarks.procs import Server, checked_out
 from benchmarks.results import replace_section
 from benchmarks.targets import (
     ROOT,
@@ -88,11 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     work = Path(tempfile.mkdtemp(prefix="byok-compare-"))
-    tree = work / "ref"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(tree), args.ref],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+    cleanup = contextlib.ExitStack()
+    tree = cleanup.enter_context(checked_out(args.ref, work / "ref"))
     loop = event_loop()
     upstream = f"http://127.0.0.1:{MOCK_PORT}"
     servers: dict[str, tuple[Server, str | None]] = {}
@@ -139,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for server, _ in servers.values():
             server.stop()
         mock.stop()
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+        cleanup.close()
     load = os.getloadavg()
     labels = {
         "aiohttp": "(c) Starlette + raw aiohttp",

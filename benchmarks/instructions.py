@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.procs import checked_out
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,16 +58,11 @@ def main() -> None:
     print(f"gateway instructions per plain request: {here:,.0f}")
     if args.ref is None:
         return
-    with tempfile.TemporaryDirectory(prefix="byok-instructions-") as work:
-        tree = Path(work) / "ref"
-        git = ["git", "-C", str(ROOT), "worktree"]
-        subprocess.run(
-            [*git, "add", "--detach", str(tree), args.ref], check=True, capture_output=True
-        )
-        try:
-            there = per_request(args.requests, tree)
-        finally:
-            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+    with (
+        tempfile.TemporaryDirectory(prefix="byok-instructions-") as work,
+        checked_out(args.ref, Path(work) / "ref") as tree,
+    ):
+        there = per_request(args.requests, tree)
     print(f"at {args.ref}: {there:,.0f}; this tree over it: {here / there:.2f}")
 
 

@@ -1,17 +1,31 @@
-"""Processes: start pinned servers, wait for them, read their CPU time and RSS from /proc."""
+"""Processes: start pinned servers, wait for them, read their CPU time and RSS from /proc; check
+an older commit out beside this tree."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+_REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def checked_out(ref: str, where: Path) -> Iterator[Path]:
+    """``ref`` (a hash or a tag) in a detached git worktree at ``where``, removed afterwards."""
+    git = ["git", "-C", str(_REPOSITORY), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(where), ref], check=True, capture_output=True)
+    try:
+        yield where
+    finally:
+        subprocess.run([*git, "remove", "--force", str(where)], check=False)
 
 
 def descendants(pid: int) -> list[int]:
