@@ -1,17 +1,19 @@
-"""``python -m benchmarks.compare_ref --ref COMMIT``: this tree's gateway against an older commit's,
-in one run.
+"""``python -m benchmarks.compare_ref --ref COMMIT [--ref COMMIT ...]``: this tree's gateway against
+older commits', in one run.
 
 A figure in RESULTS.md was measured on another day, on another machine, under other load; "within
 10% of what RESULTS.md shows" is best checked by running the older code beside this one. This
 checks ``--ref`` out into a temporary git worktree and starts, pinned to core 0 as ``make bench``
 does: the raw-aiohttp pass-through (c), the gateway as ``serve`` runs it from this tree (e*), and
-the same from the older tree (its own SQLite store, tenant and provider key, made with its own
+the same from each older tree (its own SQLite store, tenant and provider key, made with its own
 CLI). wrk drives each at c=32 in slices taken in turn (A B C, A B C, ...), plain or streamed; the
 mock upstream, wrk and this script are on core 1.
 
 Prints and writes (section ``compare-ref``, or ``compare-ref-stream``) the server CPU per request
 and its ratio to raw aiohttp (median of the paired slices), the older gateway's ratio beside it,
-p50, and the p99 / p99.9 of all slices together.
+p50, and the p99 / p99.9 of all slices together. With several ``--ref``s, each later one is also
+set against the first (``--ref A --ref B``: how much of this tree's difference from A was there
+at B already).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def _start_ref(tree: Path, port: int, upstream: str, work: Path, loop: str) -> t
     """The older tree's gateway as its ``serve`` ran it, with a tenant and a provider key."""
     python = sys.executable
     env = {
-        "BYOK_DATABASE_URL": f"sqlite:///{work / 'ref.db'}",
+        "BYOK_DATABASE_URL": f"sqlite:///{work / f'{tree.name}.db'}",
         "BYOK_BASE_URL_OPENAI": upstream + "/v1",
     }
     env["BYOK_MASTER_KEY"] = _cli(python, tree, env, "master-key")
@@ -72,7 +74,7 @@ def _start_ref(tree: Path, port: int, upstream: str, work: Path, loop: str) -> t
         core=SERVER_CORE,
         port=port,
         env={**env, "PYTHONPATH": str(tree)},
-        log=work / "ref.log",
+        log=work / f"{tree.name}.log",
         cwd=tree,
     )
     register_provider_key(port, gateway_key)
@@ -81,7 +83,12 @@ def _start_ref(tree: Path, port: int, upstream: str, work: Path, loop: str) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ref", required=True, help="the older commit (a hash or a tag)")
+    parser.add_argument(
+        "--ref",
+        required=True,
+        action="append",
+        help="an older commit (a hash or a tag); repeat to run several beside this tree",
+    )
     parser.add_argument("--rounds", type=int, default=6, help="slices per target")
     parser.add_argument("--seconds", type=int, default=2, help="wrk seconds per slice")
     parser.add_argument("--stream", action="store_true", help="streamed chat instead of plain")
@@ -90,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     work = Path(tempfile.mkdtemp(prefix="byok-compare-"))
     cleanup = contextlib.ExitStack()
-    tree = cleanup.enter_context(checked_out(args.ref, work / "ref"))
+    refs: list[str] = list(dict.fromkeys(args.ref))
+    trees = [
+        cleanup.enter_context(checked_out(ref, work / f"ref-{i}")) for i, ref in enumerate(refs)
+    ]
     loop = event_loop()
     upstream = f"http://127.0.0.1:{MOCK_PORT}"
     servers: dict[str, tuple[Server, str | None]] = {}
@@ -110,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             servers[target.key] = (server, target.auth)
         register_provider_key(FIRST_PORT + 1, now.auth or "")
-        servers["ref"] = _start_ref(tree, FIRST_PORT + 2, upstream, work, loop)
+        for i, tree in enumerate(trees):
+            servers[f"ref-{i}"] = _start_ref(tree, FIRST_PORT + 2 + i, upstream, work, loop)
         body = measure.chat_body(stream=args.stream)
         results: dict[str, list[measure.WrkResult]] = {key: [] for key in servers}
         for server, auth in servers.values():  # warm-up
@@ -142,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     labels = {
         "aiohttp": "(c) Starlette + raw aiohttp",
         "gateway-starlette": "(e*) the gateway as `serve` runs it, this tree",
-        "ref": f"(e*) the same, at `{args.ref}`",
+        **{f"ref-{i}": f"(e*) the same, at `{ref}`" for i, ref in enumerate(refs)},
     }
     scenario = "streamed chat (20 chunks + usage + [DONE])" if args.stream else "plain chat"
     lines = [
-        f"## This tree against `{args.ref}`: `python -m benchmarks.compare_ref`",
+        f"## This tree against {' and '.join(f'`{ref}`' for ref in refs)}: "
+        "`python -m benchmarks.compare_ref`",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {scenario}, c=32; {args.rounds} slices "
         f"of {args.seconds} s per target, taken in turn; the run took "
@@ -172,11 +184,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{measure.merged_percentile(slices, 99):.1f} | "
             f"{measure.merged_percentile(slices, 99.9):.1f} |"
         )
-    lines += [
-        "",
-        f"This tree's ratio over `{args.ref}`'s: "
-        f"**{ratios['gateway-starlette'] / ratios['ref']:.2f}**.",
-    ]
+    lines.append("")
+    for i, ref in enumerate(refs):
+        lines.append(
+            f"This tree's ratio over `{ref}`'s: "
+            f"**{ratios['gateway-starlette'] / ratios[f'ref-{i}']:.2f}**."
+        )
+    for i, ref in enumerate(refs[1:], 1):
+        lines.append(
+            f"`{ref}`'s ratio over `{refs[0]}`'s: {ratios[f'ref-{i}'] / ratios['ref-0']:.2f}."
+        )
     print("\n".join(lines))
     replace_section("compare-ref-stream" if args.stream else "compare-ref", lines, args.output)
     return 0
