@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -31,9 +28,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from benchmarks import inproc, mock_upstream
-from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
 from byok_middleware.asgi import Message
-from byok_middleware.gateway.keys import NewKey
 from byok_middleware.gateway.transport import Body
 
 STREAM_REQUEST = (
@@ -109,29 +104,10 @@ def _name(code: CodeType) -> str:
 async def count(requests: int, *, stream: bool) -> dict[str, tuple[float, float]]:
     """``{"file:function": (bytecodes, calls)}`` per request over one traced batch."""
     body = STREAM_REQUEST if stream else inproc.REQUEST
-    with tempfile.TemporaryDirectory() as tmp:
-        config = BYOKConfig(
-            master_key=base64.b64encode(os.urandom(32)).decode(),
-            database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-        )
-        upstream = _StreamUpstream() if stream else inproc._StubUpstream()
-        middleware = BYOKMiddleware(inproc._host, config=config, upstream=upstream)
+    upstream = _StreamUpstream() if stream else inproc._StubUpstream()
+    async with inproc.bench_gateway(upstream) as (middleware, gateway_key):
         gateway = middleware.gateway
-        await middleware.open()
-        tenant, gateway_key = await create_tenant(gateway.store, "bench")
-        await gateway.keys.create(tenant.id, NewKey(provider="openai", api_key="sk-" + "a" * 40))
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/v1/chat/completions",
-            "root_path": "",
-            "headers": [
-                (b"host", b"127.0.0.1"),
-                (b"authorization", b"Bearer " + gateway_key.encode()),
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+        scope = inproc.chat_scope(gateway_key, body)
         statuses: list[int] = []
 
         async def send(message: Message) -> None:
@@ -150,7 +126,6 @@ async def count(requests: int, *, stream: bool) -> dict[str, tuple[float, float]
             await batch()
         finally:
             sys.settrace(None)
-        await gateway.close()
     if set(statuses) != {200}:
         raise RuntimeError(f"unexpected statuses: {sorted(set(statuses))}")
     counts: dict[str, tuple[float, float]] = {}

@@ -46,7 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from benchmarks.inproc import REQUEST, _host, _StubUpstream
+from benchmarks.inproc import REQUEST, _host, _StubUpstream, chat_scope
 from benchmarks.results import replace_section
 from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
 from byok_middleware.asgi import Message
@@ -189,18 +189,7 @@ async def _start(variant: Variant, folder: Path, stack: AsyncExitStack) -> Calla
     ):
         raise RuntimeError("metrics and tracing did not turn on")
     request = STREAM_REQUEST if variant.stream else REQUEST
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"authorization", b"Bearer " + gateway_key.encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(request)).encode()),
-        ],
-    }
+    scope = chat_scope(gateway_key, request)
     body = [request]
     served = [0]
     received = [False]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import cProfile
 import os
 import pstats
@@ -24,7 +25,7 @@ from pathlib import Path
 from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
 from byok_middleware.asgi import Message, Receive, Scope, Send
 from byok_middleware.gateway.keys import NewKey
-from byok_middleware.gateway.transport import Body
+from byok_middleware.gateway.transport import Body, UpstreamClient
 
 ANSWER = (
     b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o",'
@@ -85,29 +86,48 @@ async def _host(scope: Scope, receive: Receive, send: Send) -> None:
     raise RuntimeError("the host app is not reached in this benchmark")
 
 
-async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -> None:
+def chat_scope(gateway_key: str, body: bytes) -> Scope:
+    """``POST /v1/chat/completions`` with ``body``, as ``gateway_key``'s tenant: its ASGI scope."""
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"authorization", b"Bearer " + gateway_key.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+
+
+@contextlib.asynccontextmanager
+async def bench_gateway(upstream: UpstreamClient) -> AsyncIterator[tuple[BYOKMiddleware, str]]:
+    """The middleware on a SQLite store in a temporary directory, opened, with one tenant that
+    holds one OpenAI key; yields it and the tenant's gateway key, and closes it afterwards."""
     with tempfile.TemporaryDirectory() as tmp:
         config = BYOKConfig(
             master_key=base64.b64encode(os.urandom(32)).decode(),
             database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
         )
-        middleware = BYOKMiddleware(_host, config=config, upstream=_StubUpstream())
+        middleware = BYOKMiddleware(_host, config=config, upstream=upstream)
         gateway = middleware.gateway
         await middleware.open()
-        tenant, gateway_key = await create_tenant(gateway.store, "bench")
-        await gateway.keys.create(tenant.id, NewKey(provider="openai", api_key="sk-" + "a" * 40))
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/v1/chat/completions",
-            "root_path": "",
-            "headers": [
-                (b"host", b"127.0.0.1"),
-                (b"authorization", b"Bearer " + gateway_key.encode()),
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(REQUEST)).encode()),
-            ],
-        }
+        try:
+            tenant, gateway_key = await create_tenant(gateway.store, "bench")
+            await gateway.keys.create(
+                tenant.id, NewKey(provider="openai", api_key="sk-" + "a" * 40)
+            )
+            yield middleware, gateway_key
+        finally:
+            await gateway.close()
+
+
+async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -> None:
+    async with bench_gateway(_StubUpstream()) as (middleware, gateway_key):
+        gateway = middleware.gateway
+        scope = chat_scope(gateway_key, REQUEST)
         statuses: list[int] = []
 
         async def send(message: Message) -> None:
@@ -132,7 +152,6 @@ async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -
             await batch()
             profiler.disable()
             pstats.Stats(profiler).sort_stats(sort).print_stats(top)
-        await gateway.close()
 
 
 def main() -> None:

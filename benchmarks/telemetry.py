@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from benchmarks.inproc import REQUEST, _host, _StubUpstream
+from benchmarks.inproc import REQUEST, _host, _StubUpstream, chat_scope
 from benchmarks.results import replace_section
 from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
 from byok_middleware.asgi import Message
@@ -116,18 +116,7 @@ async def _start(variant: Variant, folder: Path, stack: AsyncExitStack) -> tuple
     variant.telemetry = gateway.telemetry
     tenant, gateway_key = await create_tenant(gateway.store, "bench")
     await gateway.keys.create(tenant.id, NewKey(provider="openai", api_key="sk-" + "a" * 40))
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"authorization", b"Bearer " + gateway_key.encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(REQUEST)).encode()),
-        ],
-    }
+    scope = chat_scope(gateway_key, REQUEST)
     statuses: set[int] = set()
     received = [False]
 
