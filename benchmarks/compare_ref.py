@@ -98,9 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="byok-compare-"))
     cleanup = contextlib.ExitStack()
     refs: list[str] = list(dict.fromkeys(args.ref))
-    trees = [
-        cleanup.enter_context(checked_out(ref, work / f"ref-{i}")) for i, ref in enumerate(refs)
-    ]
     loop = event_loop()
     upstream = f"http://127.0.0.1:{MOCK_PORT}"
     servers: dict[str, tuple[Server, str | None]] = {}
@@ -110,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     started = time.monotonic()
     try:
+        # Inside the try: a ref that does not check out removes the worktrees made before it.
+        trees = [
+            cleanup.enter_context(checked_out(ref, work / f"ref-{i}")) for i, ref in enumerate(refs)
+        ]
         raw = next(t for t in bare_targets(loop, upstream) if t.key == "aiohttp")
         now = next(t for t in gateway_targets(loop, upstream, work) if t.key == "gateway-starlette")
         for port, target in enumerate((raw, now), FIRST_PORT):
