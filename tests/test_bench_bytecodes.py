@@ -23,5 +23,8 @@ async def test_a_plain_request_runs_its_handler_once_and_the_counts_repeat() -> 
 async def test_a_streamed_request_reads_every_event() -> None:
     counts = await bytecodes.count(3, stream=True)
     assert counts["byok_middleware/proxy/chat.py:handle_chat"][0] > 0
-    # 20 content events, the usage event and [DONE], each read on its own.
-    assert counts["byok_middleware/proxy/sse.py:feed"][1] == len(bytecodes.EVENTS)
+    # 20 content events, the usage event and [DONE], each read on its own: the relay looks at
+    # every read, and splits only the three that are not plain chunks (the one with the finish
+    # reason, the usage event, [DONE]) into events.
+    assert counts["byok_middleware/proxy/rewriters.py:unchanged"][1] == len(bytecodes.EVENTS)
+    assert counts["byok_middleware/proxy/sse.py:feed"][1] == 3

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from byok_middleware.proxy.rewriters import (
     OpenAIChatPassthrough,
     _has_usage,
     _is_error,
-    _is_plain_chunk,
+    _is_plain_block,
 )
 from byok_middleware.proxy.sse import SSESplitter, data_of, encode_event, parse_event
 
@@ -116,11 +118,13 @@ def test_fast_data_path_agrees_with_the_parser(raw: bytes, expected: bytes | Non
         (b'data: {"choices":[]}\ndata: {"choices":[]}\n\n', False),  # two data lines
         (b": keep-alive\n\n", False),
         (b"data: [DONE]\n\n", False),
+        # Spaced JSON is read event by event (the same frames, without the shortcut).
+        (b'data: {"choices": [{"delta":{"content":"Hi"},"finish_reason": null}]}\n\n', False),
     ],
 )
 def test_only_plain_chat_chunks_take_the_pass_through_fast_path(raw: bytes, plain: bool) -> None:
     """The byte checks let through exactly the events the full path would relay unchanged."""
-    assert _is_plain_chunk(raw) is plain
+    assert _is_plain_block(raw) is plain
 
     def rewriter() -> OpenAIChatPassthrough:
         return OpenAIChatPassthrough(
@@ -129,8 +133,54 @@ def test_only_plain_chat_chunks_take_the_pass_through_fast_path(raw: bytes, plai
 
     one = rewriter()
     assert rewriter().feed_many([raw]) == one.feed(raw)  # the inlined checks agree
+    assert rewriter().unchanged(raw) is plain
     if plain:
         assert rewriter().feed(raw) == [raw]
+
+
+_KINDS = [
+    b'data: {"id":"c","choices":[{"delta":{"content":"Hi"},"finish_reason":null}],'
+    b'"usage":null}\n\n',
+    b'data: {"id":"c","choices":[{"delta":{"content":"choices"},"finish_reason":null}]}\n\n',
+    b'data: {"id":"c","choices": [{"delta":{"content":"x"},"finish_reason": null}]}\n\n',
+    b'data: {"id":"c","choices":[{"delta":{},"finish_reason":"stop"}]}\n\n',
+    b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n',
+    b'data: {"error":{"message":"bad key sk-live-1234"}}\n\n',
+    b'data: {"detail":"bad key sk-live-1234"}\n\n',
+    b": keep-alive\n\n",
+    b"event: ping\ndata: {}\n\n",
+    b'data: {"id":"c","choices":[{"delta":{"content":"a"},"finish_reason":null}]}\r\r',
+    b"\n\n",
+    b"data: [DONE]\n\n",
+]
+
+
+def test_a_read_passes_whole_only_when_every_event_in_it_would() -> None:
+    """``unchanged`` over every read of up to three events of twelve kinds: a read it lets
+    through is one whose events ``feed`` relays byte for byte, leaving no state behind (no
+    usage, nothing held, not done); and reads of plain chunks only are let through."""
+
+    def rewriter() -> OpenAIChatPassthrough:
+        return OpenAIChatPassthrough(
+            provider="openai", model="gpt-4o", field="x_byok", include_usage=True, redact=str.upper
+        )
+
+    passed = 0
+    for size in (1, 2, 3):
+        for kinds in itertools.product(_KINDS, repeat=size):
+            read = b"".join(kinds)
+            if not rewriter().unchanged(read):
+                continue
+            passed += 1
+            slow = rewriter()
+            frames: list[bytes] = []
+            for raw in SSESplitter().feed(read):
+                frames += slow.feed(raw)
+            assert b"".join(frames) == read, read
+            assert slow.usage is None and not slow.done and not slow.completed
+            assert not slow._held and slow.error_type is None
+    plain = _KINDS[:2]
+    assert passed == sum(len(plain) ** size for size in (1, 2, 3))  # exactly the plain reads
 
 
 def test_feed_many_gives_the_frames_feed_gives_one_event_at_a_time() -> None:

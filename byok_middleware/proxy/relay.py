@@ -189,25 +189,29 @@ async def relay_stream(
         headers += gateway.budget_headers(call)  # the reservation deducted
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         splitter = SSESplitter()
-        feed_many = getattr(rewriter, "feed_many", None)  # optional (proxy/rewriters.py)
+        # Both optional (proxy/rewriters.py): a read relayed as it came, several events at once.
+        unchanged = getattr(rewriter, "unchanged", None)
+        feed_many = getattr(rewriter, "feed_many", None)
         chunks = response.aiter_bytes()
         try:
             async for data in chunks:
-                events = splitter.feed(data)
-                if feed_many is not None:
-                    frames: list[bytes] = feed_many(events)
+                if unchanged is not None and not splitter.pending and unchanged(data):
+                    body = data
                 else:
-                    frames = []
-                    for raw in events:
-                        frames += rewriter.feed(raw)
-                        if rewriter.done:
-                            break
-                if frames:
+                    events = splitter.feed(data)
+                    if feed_many is not None:
+                        frames: list[bytes] = feed_many(events)
+                    else:
+                        frames = []
+                        for raw in events:
+                            frames += rewriter.feed(raw)
+                            if rewriter.done:
+                                break
+                    body = b"".join(frames)
+                if body:
                     if call.first_byte is None:  # time to first token, for the ledger's ttft_ms
                         call.first_byte = time.perf_counter()
-                    await send(
-                        {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
-                    )
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
                 if rewriter.done:
                     break
         except httpx.HTTPError:

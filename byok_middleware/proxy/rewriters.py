@@ -14,7 +14,9 @@ becomes. Every rewriter answers the same questions, so one shell serves them all
 
 A rewriter may also offer ``feed_many(raws)``: the frames of several events at once, stopping
 at the one that ends the stream; the relay uses it when present (one call per upstream read
-instead of one per event).
+instead of one per event). And ``unchanged(data)``: True when ``data``, one upstream read that
+starts on an event boundary, is whole events that would each be relayed byte for byte; the relay
+then sends the read as it came, without splitting it into events at all.
 
 ``OpenAIChatPassthrough`` is the fast path: chunks pass byte for byte, found by cheap byte
 checks. ``ChatChunkRewriter`` encodes chat chunks from a ``ChunkSource`` (Anthropic's translated
@@ -91,23 +93,38 @@ def _has_finish_reason(data: bytes) -> bool:
 
 def _is_error(data: bytes) -> bool:
     # The bytes '"error"' cannot occur inside a JSON string (its quotes are escaped), so model
-    # text never trips this; one C-speed scan per event.
-    return b'"error"' in data
+    # text never trips this; one C-speed scan per event (``find``: see ``_is_plain_block``).
+    return data.find(b'"error"') >= 0
 
 
-def _is_plain_chunk(raw: bytes) -> bool:
-    """A one-line ``data:`` chat chunk with nothing to meter or hold: no usage, no finish
-    reason (absent or null), no error. The common event of a stream, checked with byte scans
-    only and no call per check: a stream relays a few hundred of them."""
-    if not raw.startswith(b"data: {") or raw.find(b"\n") != len(raw) - 2 or b'"error"' in raw:
-        return False
-    if b'"choices"' not in raw:
-        return False
-    index = raw.find(b'"finish_reason"')
-    if index >= 0 and not raw[index + 15 : index + 25].lstrip(b": \t").startswith(b"null"):
-        return False
-    index = raw.find(b'"usage"')
-    return index < 0 or raw[index + 7 : index + 17].lstrip(b": \t").startswith(b"null")
+def _is_plain_block(data: bytes) -> bool:
+    """``data`` is one or more whole events that are each a plain chunk: a one-line ``data:`` chat
+    chunk with nothing to meter, hold or redact (no usage, no finish reason, no error), in compact
+    JSON (``"choices":[``, ``"finish_reason":null``, ``"usage":null``). The common event of a
+    stream, and the usual upstream read; nine byte scans whatever the number of events.
+
+    Every newline is in a ``\\n\\n`` pair (so each event is one line): the read starts with
+    ``data: {``, and so does the event after each pair but the last, which ends the read. There are
+    as many ``"choices":[`` as events: those bytes are only ever a key (in a JSON string the quote
+    would be escaped, and a string value is never followed by a colon), and a provider's chunk has
+    it once. No error, no carriage return, and every finish reason and usage is null. Any other
+    spacing or shape takes the per-event path, which reads it the same way.
+
+    On CPython 3.11 each ``bytes`` method call costs more than its scan (its arguments are parsed
+    from a format string), and ``needle in data`` more again (it first tries the needle as an
+    integer and discards the TypeError), hence ``find`` and as few calls as the checks allow.
+    """
+    more = data.count(b"\n\ndata: {")  # the events after the first
+    return (
+        data[:7] == b"data: {"
+        and data[-2:] == b"\n\n"
+        and data.count(b"\n") == 2 * more + 2
+        and data.count(b'"choices":[') == more + 1
+        and data.find(b'"error"') < 0
+        and data.find(b"\r") < 0
+        and data.count(b'"finish_reason"') == data.count(b'"finish_reason":null')
+        and data.count(b'"usage"') == data.count(b'"usage":null')
+    )
 
 
 def _split_content(chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -190,7 +207,7 @@ class OpenAIChatPassthrough:
         self.error_type: str | None = None
 
     def feed(self, raw: bytes) -> list[bytes]:
-        if not self._held and _is_plain_chunk(raw):
+        if not self._held and _is_plain_block(raw):
             return [raw]  # byte for byte
         payload = data_of(raw)
         if payload is None:
@@ -201,7 +218,7 @@ class OpenAIChatPassthrough:
         if payload == DONE:
             self.completed = self.done = True
             return []
-        if _is_error(payload) or b'"choices"' not in payload:
+        if _is_error(payload) or payload.find(b'"choices"') < 0:
             # An error, or a shape no chat chunk has (every chunk, the usage one included, has
             # "choices"): redacted whatever it looks like. Content chunks skip the scan.
             if _is_error(payload):
@@ -232,11 +249,15 @@ class OpenAIChatPassthrough:
         out.append(raw)
         return out
 
+    def unchanged(self, data: bytes) -> bool:
+        """True when the read ``data`` is plain chunks only and nothing is held back before it."""
+        return not self._held and _is_plain_block(data)
+
     def feed_many(self, raws: list[bytes]) -> list[bytes]:
         """``feed`` over ``raws``, up to ``done``; plain chunks pass without going through it."""
         out: list[bytes] = []
         for raw in raws:
-            if not self._held and _is_plain_chunk(raw):
+            if not self._held and _is_plain_block(raw):
                 out.append(raw)
                 continue
             out += self.feed(raw)

@@ -29,7 +29,7 @@ class SSESplitter:
         buffer = self._buffer + data if self._buffer else data
         events: list[bytes] = []
         start = 0
-        if b"\r" not in buffer:
+        if buffer.find(b"\r") < 0:  # (``in`` costs more on bytes: proxy/rewriters.py)
             # The common case (OpenAI-style LF framing): plain finds, no regex.
             end = buffer.find(b"\n\n")
             while end >= 0:
@@ -47,6 +47,11 @@ class SSESplitter:
         if len(self._buffer) > MAX_BUFFER:
             raise ValueError("an SSE event exceeds the maximum size")
         return events
+
+    @property
+    def pending(self) -> bytes:
+        """The start of an event not yet complete (empty between events)."""
+        return self._buffer
 
     def flush(self) -> bytes:
         """Whatever is left (an unterminated last event), and reset."""
