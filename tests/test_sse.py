@@ -133,7 +133,7 @@ def test_only_plain_chat_chunks_take_the_pass_through_fast_path(raw: bytes, plai
 
     one = rewriter()
     assert rewriter().feed_many([raw]) == one.feed(raw)  # the inlined checks agree
-    assert rewriter().unchanged(raw) is plain
+    assert rewriter().unchanged(raw) == (len(raw) if plain else 0)
     if plain:
         assert rewriter().feed(raw) == [raw]
 
@@ -155,32 +155,49 @@ _KINDS = [
 ]
 
 
-def test_a_read_passes_whole_only_when_every_event_in_it_would() -> None:
-    """``unchanged`` over every read of up to three events of twelve kinds: a read it lets
-    through is one whose events ``feed`` relays byte for byte, leaving no state behind (no
-    usage, nothing held, not done); and reads of plain chunks only are let through."""
+def _relayed(read: bytes, *, shortcut: bool) -> tuple[bytes, OpenAIChatPassthrough]:
+    """What the relay shell sends for ``read``: with ``shortcut``, the bytes ``unchanged`` lets
+    through as they came and the rest event by event; without it, every event through ``feed``."""
+    rewriter = OpenAIChatPassthrough(
+        provider="openai", model="gpt-4o", field="x_byok", include_usage=True, redact=str.upper
+    )
+    passed = rewriter.unchanged(read) if shortcut else 0
+    frames = [read[:passed]]
+    for raw in SSESplitter().feed(read[passed:]):
+        frames += rewriter.feed(raw)
+        if rewriter.done:
+            break
+    return b"".join(frames), rewriter
 
-    def rewriter() -> OpenAIChatPassthrough:
-        return OpenAIChatPassthrough(
-            provider="openai", model="gpt-4o", field="x_byok", include_usage=True, redact=str.upper
-        )
 
-    passed = 0
-    for size in (1, 2, 3):
+def test_the_bytes_a_read_passes_as_it_came_change_nothing() -> None:
+    """Every read of up to four events of twelve kinds: what ``unchanged`` lets through plus
+    the rest fed event by event is exactly what feeding every event gives (frames, usage, the
+    end, the finish), and the plain chunks before the events to act on do pass."""
+    plain = _KINDS[:2]
+    for size in (1, 2, 3, 4):
         for kinds in itertools.product(_KINDS, repeat=size):
             read = b"".join(kinds)
-            if not rewriter().unchanged(read):
-                continue
-            passed += 1
-            slow = rewriter()
-            frames: list[bytes] = []
-            for raw in SSESplitter().feed(read):
-                frames += slow.feed(raw)
-            assert b"".join(frames) == read, read
-            assert slow.usage is None and not slow.done and not slow.completed
-            assert not slow._held and slow.error_type is None
-    plain = _KINDS[:2]
-    assert passed == sum(len(plain) ** size for size in (1, 2, 3))  # exactly the plain reads
+            fast, quick = _relayed(read, shortcut=True)
+            slow, full = _relayed(read, shortcut=False)
+            assert fast == slow, read
+            assert (quick.usage, quick.done, quick.completed, quick.error_type) == (
+                full.usage,
+                full.done,
+                full.completed,
+                full.error_type,
+            )
+            assert quick.finish({"a": 1}) == full.finish({"a": 1})
+            leading = 0
+            while leading < size and kinds[leading] in plain:
+                leading += 1
+            if leading == size or all(kind not in plain for kind in kinds[leading:]):
+                # Plain chunks, then only events to act on (the usual read): the plain run
+                # passes whole.
+                passed = OpenAIChatPassthrough(
+                    provider="openai", model="m", field="x", include_usage=True, redact=str
+                ).unchanged(read)
+                assert passed == len(b"".join(kinds[:leading])), read
 
 
 def test_feed_many_gives_the_frames_feed_gives_one_event_at_a_time() -> None:

@@ -195,14 +195,17 @@ async def relay_stream(
         chunks = response.aiter_bytes()
         try:
             async for data in chunks:
-                if unchanged is not None and not splitter.pending and unchanged(data):
+                passed = 0
+                if unchanged is not None and not splitter.pending:
+                    passed = unchanged(data)  # leading bytes of whole events sent as they are
+                if passed == len(data):
                     body = data
                 else:
-                    events = splitter.feed(data)
+                    events = splitter.feed(data[passed:] if passed else data)
+                    frames: list[bytes] = [data[:passed]] if passed else []
                     if feed_many is not None:
-                        frames: list[bytes] = feed_many(events)
+                        frames += feed_many(events)
                     else:
-                        frames = []
                         for raw in events:
                             frames += rewriter.feed(raw)
                             if rewriter.done:

@@ -14,9 +14,10 @@ becomes. Every rewriter answers the same questions, so one shell serves them all
 
 A rewriter may also offer ``feed_many(raws)``: the frames of several events at once, stopping
 at the one that ends the stream; the relay uses it when present (one call per upstream read
-instead of one per event). And ``unchanged(data)``: True when ``data``, one upstream read that
-starts on an event boundary, is whole events that would each be relayed byte for byte; the relay
-then sends the read as it came, without splitting it into events at all.
+instead of one per event). And ``unchanged(data)``: how many leading bytes of ``data``, one
+upstream read that starts on an event boundary, are whole events that would each be relayed byte
+for byte; the relay sends those as they came, without splitting them into events, and feeds only
+the rest.
 
 ``OpenAIChatPassthrough`` is the fast path: chunks pass byte for byte, found by cheap byte
 checks. ``ChatChunkRewriter`` encodes chat chunks from a ``ChunkSource`` (Anthropic's translated
@@ -167,6 +168,9 @@ def metadata_chunk(
     }
 
 
+_PEEL = 4  # events looked at from the end of a read for its last plain chunk (``unchanged``)
+
+
 class OpenAIChatPassthrough:
     """An OpenAI-wire chat stream relayed byte for byte, but for three kinds of event.
 
@@ -249,9 +253,27 @@ class OpenAIChatPassthrough:
         out.append(raw)
         return out
 
-    def unchanged(self, data: bytes) -> bool:
-        """True when the read ``data`` is plain chunks only and nothing is held back before it."""
-        return not self._held and _is_plain_block(data)
+    def unchanged(self, data: bytes) -> int:
+        """How much of the read ``data`` (starting on an event boundary) passes as it came: the
+        whole of it when it is plain chunks only, else the plain chunks before the events at its
+        end that are not. A read usually holds plain chunks and then, at the end of the stream,
+        the events to act on (the finish reason, the usage, ``[DONE]``): those few are peeled
+        off one by one and only they go event by event. 0 when something is held back, when no
+        plain chunk comes within the last ``_PEEL`` events, or when the run before is not all
+        plain chunks (then every event goes through ``feed``)."""
+        if self._held:
+            return 0
+        end = len(data)
+        for _ in range(_PEEL):
+            start = data.rfind(b"\n\n", 0, end - 2) + 2  # the last event before ``end``
+            if start < 2:
+                start = 0  # ``end`` closes the first event
+            if _is_plain_block(data[start:end]):
+                return end if start == 0 or _is_plain_block(data[:end]) else 0
+            if start == 0:
+                return 0
+            end = start
+        return 0
 
     def feed_many(self, raws: list[bytes]) -> list[bytes]:
         """``feed`` over ``raws``, up to ``done``; plain chunks pass without going through it."""
