@@ -7,7 +7,9 @@ and off again, and the count is divided by the requests wrk completed. Unlike CP
 figures do not move with the neighbours' load, so the ratio to raw aiohttp is steady between
 runs; they miss what only time shows (cache misses, thread hand-offs). Under valgrind a server is
 some 50 times slower, so the ledger's 0.2 s batches hold fewer rows than at full speed and its
-per-batch costs weigh more here. About 40 s per target.
+per-batch costs weigh more here. About 40 s per target. ``--stream`` counts streamed chat
+requests instead (the mock's 20 chunks, usage and ``[DONE]``). Run from a worktree of an older
+commit (with this file copied in), it counts that commit's code the same way.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def _totals(directory: Path, stem: str) -> int:
     return total
 
 
-def count(target: targets.Target, work: Path, seconds: float, *, register: bool) -> tuple[int, int]:
+def count(
+    target: targets.Target, work: Path, seconds: float, *, register: bool, stream: bool = False
+) -> tuple[int, int]:
     """(instructions, requests) of ``target`` over ``seconds`` of wrk at c=32."""
     if target.argv is None:
         raise ValueError(f"{target.key} is not a server")
@@ -61,7 +65,7 @@ def count(target: targets.Target, work: Path, seconds: float, *, register: bool)
         wait_for_port(TARGET_PORT, proc, 180)
         if register and target.auth:
             targets.register_provider_key(TARGET_PORT, target.auth)
-        url, body = target.url(TARGET_PORT), measure.chat_body(stream=False)
+        url, body = target.url(TARGET_PORT), measure.chat_body(stream=stream)
 
         def wrk(duration: float) -> measure.WrkResult:
             return measure.run_wrk(
@@ -86,7 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="aiohttp,gateway-starlette,gateway")
     parser.add_argument("--seconds", type=float, default=20, help="the counted wrk run")
+    parser.add_argument("--stream", action="store_true", help="streamed chat instead of plain")
     args = parser.parse_args()
+    kind = "streamed" if args.stream else "plain"
     if shutil.which("valgrind") is None or shutil.which("wrk") is None:
         raise SystemExit("needs valgrind and wrk: apt-get install -y valgrind wrk")
     upstream = f"http://127.0.0.1:{MOCK_PORT}"
@@ -103,14 +109,16 @@ def main() -> None:
             wait_for_port(MOCK_PORT, mock, 30)
             for key in args.only.split(","):
                 target = by_key[key]
-                instructions, requests = count(target, work, args.seconds, register=not registered)
+                instructions, requests = count(
+                    target, work, args.seconds, register=not registered, stream=args.stream
+                )
                 registered = registered or target.auth is not None
                 per_request[key] = instructions / requests
                 ratio = ""
                 if REFERENCE in per_request and key != REFERENCE:
                     ratio = f"  x{per_request[key] / per_request[REFERENCE]:.2f} of raw aiohttp"
                 print(
-                    f"{target.label}: {per_request[key]:,.0f} instructions per plain request "
+                    f"{target.label}: {per_request[key]:,.0f} instructions per {kind} request "
                     f"({requests} requests){ratio}",
                     flush=True,
                 )
