@@ -201,7 +201,7 @@ async def relay_stream(
                 if passed == len(data):
                     body = data
                 else:
-                    events = splitter.feed(data[passed:] if passed else data)
+                    events = splitter.feed(data[passed:])  # (``data[0:]`` is ``data``)
                     frames: list[bytes] = [data[:passed]] if passed else []
                     if feed_many is not None:
                         frames += feed_many(events)

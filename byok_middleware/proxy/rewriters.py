@@ -213,6 +213,10 @@ class OpenAIChatPassthrough:
     def feed(self, raw: bytes) -> list[bytes]:
         if not self._held and _is_plain_block(raw):
             return [raw]  # byte for byte
+        return self._feed_event(raw)
+
+    def _feed_event(self, raw: bytes) -> list[bytes]:
+        """``feed`` for an event the plain-chunk check did not let through."""
         payload = data_of(raw)
         if payload is None:
             event = parse_event(raw)
@@ -269,7 +273,7 @@ class OpenAIChatPassthrough:
             if start < 2:
                 start = 0  # ``end`` closes the first event
             if _is_plain_block(data[start:end]):
-                return end if start == 0 or _is_plain_block(data[:end]) else 0
+                return end if start == 0 or _is_plain_block(data[:start]) else 0
             if start == 0:
                 return 0
             end = start
@@ -282,7 +286,7 @@ class OpenAIChatPassthrough:
             if not self._held and _is_plain_block(raw):
                 out.append(raw)
                 continue
-            out += self.feed(raw)
+            out += self._feed_event(raw)
             if self.done:
                 break
         return out
