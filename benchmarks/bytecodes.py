@@ -22,14 +22,12 @@ import asyncio
 import json
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
 
 from benchmarks import inproc, mock_upstream
 from byok_middleware.asgi import Message
-from byok_middleware.gateway.transport import Body
 
 STREAM_REQUEST = (
     b'{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
@@ -45,35 +43,6 @@ def _unchunked(frame: bytes) -> bytes:
 _ROOT = str(Path(__file__).resolve().parent.parent) + "/"
 EVENTS = [_unchunked(e) for e in (*mock_upstream._CONTENT_EVENTS, mock_upstream._USAGE_EVENT)]
 EVENTS.append(b"data: [DONE]\n\n")
-
-
-class _StreamResponse:
-    status_code = 200
-    headers: Mapping[str, str] = {"content-type": "text/event-stream"}
-
-    async def aread(self) -> bytes:
-        return b"".join(EVENTS)
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        for event in EVENTS:
-            await asyncio.sleep(0)  # each event its own read, as over a socket
-            yield event
-
-    async def aclose(self) -> None:
-        return None
-
-
-class _StreamUpstream(inproc._StubUpstream):
-    async def send(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        content: Body | None = None,
-        time_limit: float | None = None,
-    ) -> _StreamResponse:
-        return _StreamResponse()
 
 
 class _Tracer:
@@ -104,7 +73,11 @@ def _name(code: CodeType) -> str:
 async def count(requests: int, *, stream: bool) -> dict[str, tuple[float, float]]:
     """``{"file:function": (bytecodes, calls)}`` per request over one traced batch."""
     body = STREAM_REQUEST if stream else inproc.REQUEST
-    upstream = _StreamUpstream() if stream else inproc._StubUpstream()
+    upstream = (
+        inproc.StubUpstream(EVENTS, "text/event-stream", sleep=True)
+        if stream
+        else inproc.StubUpstream()
+    )
     async with inproc.bench_gateway(upstream) as (middleware, gateway_key):
         gateway = middleware.gateway
         scope = inproc.chat_scope(gateway_key, body)

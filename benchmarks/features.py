@@ -39,20 +39,19 @@ import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from benchmarks.inproc import REQUEST, _host, _StubUpstream, chat_scope
+from benchmarks.inproc import REQUEST, StubUpstream, _host, chat_scope
 from benchmarks.results import replace_section
 from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
 from byok_middleware.asgi import Message
 from byok_middleware.cache import CacheMode, CacheSettings
 from byok_middleware.gateway.keys import NewKey
-from byok_middleware.gateway.transport import Body
 from byok_middleware.storage.base import AdminStore, TenantPolicy
 
 STREAM_REQUEST = (
@@ -74,39 +73,6 @@ SSE_EVENTS = (
 BUDGET = Decimal("1000000")  # never refuses: what is measured is the bookkeeping
 BASE = {"tracing": False}  # metrics are off by default; the INFO line is not shown (no logging)
 Step = Callable[[], Awaitable[None]]
-
-
-class _SSEResponse:
-    status_code = 200
-    headers: Mapping[str, str] = {"content-type": "text/event-stream"}
-
-    async def aread(self) -> bytes:
-        return b"".join(SSE_EVENTS)
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        for event in SSE_EVENTS:
-            yield event
-
-    async def aclose(self) -> None:
-        return None
-
-
-class _SSEUpstream:
-    """``benchmarks.inproc``'s stub upstream, answering with a stream."""
-
-    async def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        content: Body | None = None,
-        time_limit: float | None = None,
-    ) -> _SSEResponse:
-        return _SSEResponse()
-
-    async def aclose(self) -> None:
-        return None
 
 
 @dataclass
@@ -172,7 +138,7 @@ async def _start(variant: Variant, folder: Path, stack: AsyncExitStack) -> Calla
         database_url=f"sqlite:///{folder / (variant.name.replace('+', '_') + '.db')}",
         **{**BASE, **variant.settings},
     )
-    upstream: _SSEUpstream | _StubUpstream = _SSEUpstream() if variant.stream else _StubUpstream()
+    upstream = StubUpstream(SSE_EVENTS, "text/event-stream") if variant.stream else StubUpstream()
     middleware = BYOKMiddleware(_host, config=config, upstream=upstream)
     await middleware.open()
     stack.push_async_callback(middleware.aclose)

@@ -96,7 +96,7 @@ async def census(requests: int, top: int) -> None:
 
     gc.collect()
     steps.append(("+ uvicorn, starlette", tracked()))
-    from benchmarks.inproc import REQUEST, _StubUpstream, receiver
+    from benchmarks.inproc import REQUEST, StubUpstream, receiver
     from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
     from byok_middleware.asgi import Message
     from byok_middleware.gateway.keys import NewKey
@@ -108,7 +108,7 @@ async def census(requests: int, top: int) -> None:
             master_key=base64.b64encode(os.urandom(32)).decode(),
             database_url=f"sqlite:///{Path(tmp) / 'heap.db'}",
         )
-        middleware = BYOKMiddleware(Starlette(), config=config, upstream=_StubUpstream())
+        middleware = BYOKMiddleware(Starlette(), config=config, upstream=StubUpstream())
         gc.collect()
         steps.append(("BYOKMiddleware(Starlette()) constructed", tracked()))
         await middleware.open()

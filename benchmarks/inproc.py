@@ -19,7 +19,7 @@ import os
 import pstats
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
@@ -36,21 +36,43 @@ ANSWER = (
 REQUEST = b'{"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]}'
 
 
-class _Response:
+class StubResponse:
+    """An upstream answer held in memory: ``chunks`` read one by one (a JSON body, SSE events)."""
+
     status_code = 200
-    headers: Mapping[str, str] = {"content-type": "application/json"}
+
+    def __init__(self, chunks: Sequence[bytes], content_type: str, *, sleep: bool) -> None:
+        self._chunks = chunks
+        self._sleep = sleep
+        self.headers: Mapping[str, str] = {"content-type": content_type}
 
     async def aread(self) -> bytes:
-        return ANSWER
+        return b"".join(self._chunks)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        yield ANSWER
+        for chunk in self._chunks:
+            if self._sleep:
+                await asyncio.sleep(0)  # each chunk its own read, as over a socket
+            yield chunk
 
     async def aclose(self) -> None:
         return None
 
 
-class _StubUpstream:
+class StubUpstream:
+    """An upstream client that answers every request at once with ``chunks``: by default the
+    canned chat completion; SSE events for a stream (``sleep``: one turn of the loop before each
+    read, so that each event is its own read)."""
+
+    def __init__(
+        self,
+        chunks: Sequence[bytes] = (ANSWER,),
+        content_type: str = "application/json",
+        *,
+        sleep: bool = False,
+    ) -> None:
+        self._chunks, self._content_type, self._sleep = chunks, content_type, sleep
+
     async def send(
         self,
         method: str,
@@ -59,8 +81,8 @@ class _StubUpstream:
         headers: Mapping[str, str],
         content: Body | None = None,
         time_limit: float | None = None,
-    ) -> _Response:
-        return _Response()
+    ) -> StubResponse:
+        return StubResponse(self._chunks, self._content_type, sleep=self._sleep)
 
     async def aclose(self) -> None:
         return None
@@ -125,7 +147,7 @@ async def bench_gateway(upstream: UpstreamClient) -> AsyncIterator[tuple[BYOKMid
 
 
 async def _run(requests: int, rounds: int, profile: bool, sort: str, top: int) -> None:
-    async with bench_gateway(_StubUpstream()) as (middleware, gateway_key):
+    async with bench_gateway(StubUpstream()) as (middleware, gateway_key):
         gateway = middleware.gateway
         scope = chat_scope(gateway_key, REQUEST)
         statuses: list[int] = []

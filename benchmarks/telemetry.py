@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from benchmarks.inproc import REQUEST, _host, _StubUpstream, chat_scope
+from benchmarks.inproc import REQUEST, StubUpstream, _host, chat_scope
 from benchmarks.results import replace_section
 from byok_middleware import BYOKConfig, BYOKMiddleware, create_tenant
 from byok_middleware.asgi import Message
@@ -104,7 +104,7 @@ async def _start(variant: Variant, folder: Path, stack: AsyncExitStack) -> tuple
         database_url=f"sqlite:///{folder / (variant.name.replace('+', '_') + '.db')}",
         **variant.settings,
     )
-    options: dict[str, Any] = {"config": config, "upstream": _StubUpstream()}
+    options: dict[str, Any] = {"config": config, "upstream": StubUpstream()}
     if variant.observer is not None:
         options["observer"] = variant.observer
     middleware = BYOKMiddleware(_host, **options)
