@@ -130,6 +130,29 @@ async def test_a_load_overtaken_by_an_invalidation_is_not_cached() -> None:
     await keys.aclose()
 
 
+async def test_the_key_cache_holds_a_bounded_number_of_tenants() -> None:
+    """Decrypted keys are cached for at most ``max_cached_tenants`` tenants (the oldest goes
+    first), and an expired tenant's keys leave memory when the next tenant is cached."""
+    now = [0.0]
+    store = _CountingStore()
+    await store.open()
+    keyring = BYOKConfig(master_key=generate_master_key()).keyring()
+    keys = KeyService(store, keyring, cache_ttl=10, max_cached_tenants=2, monotonic=lambda: now[0])
+    tenants = [(await create_tenant(store, name))[0].id for name in ("a", "b", "c", "d")]
+    for tenant in tenants[:3]:
+        await keys.keys_for(tenant, "openai")
+    assert repr(keys) == "KeyService(cached_tenants=2)"
+    assert keys.cached_keys(tenants[0], "openai") is None  # the oldest went first
+    assert keys.cached_keys(tenants[1], "openai") == keys.cached_keys(tenants[2], "openai") == ()
+    now[0] = 11.0  # b and c expire; caching d drops both
+    await keys.keys_for(tenants[3], "openai")
+    assert repr(keys) == "KeyService(cached_tenants=1)"
+    lists = store.key_lists
+    await keys.keys_for(tenants[3], "openai")
+    assert store.key_lists == lists  # a hit
+    await keys.aclose()
+
+
 async def test_resolve_tenant_takes_sync_and_async_callables() -> None:
     """identify= may be a plain function or a coroutine function."""
 

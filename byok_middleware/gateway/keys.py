@@ -84,7 +84,13 @@ class _TenantKeys:
 
 
 class KeyService:
-    """CRUD of provider keys with encryption and an invalidating cache."""
+    """CRUD of provider keys with encryption and an invalidating cache.
+
+    A tenant's decrypted keys are cached for ``cache_ttl`` seconds, for at most
+    ``max_cached_tenants`` tenants: the oldest entry goes first, and expired entries at the front
+    are dropped as new ones arrive, so an idle tenant's plaintext keys do not stay in memory for
+    the life of the process.
+    """
 
     def __init__(
         self,
@@ -94,6 +100,7 @@ class KeyService:
         clock: Clock = utcnow,
         cache_ttl: float = 30.0,
         max_keys_per_tenant: int = 50,
+        max_cached_tenants: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -101,11 +108,13 @@ class KeyService:
         self._clock = clock
         self._ttl = cache_ttl
         self._max_keys = max_keys_per_tenant
+        self._max_cached = max_cached_tenants
         self._monotonic = monotonic
         self._cache: dict[str, _TenantKeys] = {}
-        # Bumped by ``invalidate``: a load that began before it does not cache what it read.
-        self._epoch = 0
-        self._stamps: dict[str, int] = {}
+        # Bumped by every ``invalidate``: a load that began before it does not cache what it
+        # read. One counter for all tenants (a per-tenant one would grow with every tenant
+        # ever changed); a change elsewhere costs a load in flight its caching, nothing more.
+        self._generation = 0
         self._loads: SharedCalls[str, _TenantKeys] = SharedCalls()
         self._hooks: list[ChangeHook] = []
 
@@ -121,13 +130,9 @@ class KeyService:
         returns what it read but does not cache it)."""
         if tenant_id is None:
             self._cache.clear()
-            self._epoch += 1
         else:
             self._cache.pop(tenant_id, None)
-            self._stamps[tenant_id] = self._stamps.get(tenant_id, 0) + 1
-
-    def _stamp(self, tenant_id: str) -> tuple[int, int]:
-        return self._epoch, self._stamps.get(tenant_id, 0)
+        self._generation += 1
 
     async def aclose(self) -> None:
         """Cancel the loads still running."""
@@ -244,7 +249,7 @@ class KeyService:
         return entry.by_provider.get(provider, ())
 
     async def _load(self, tenant_id: str) -> _TenantKeys:
-        stamp = self._stamp(tenant_id)
+        generation = self._generation
         by_provider: dict[str, list[ResolvedKey]] = {}
         for record in await self._store.list_keys(tenant_id):
             aad = associated_data(record.tenant_id, record.id, record.provider)
@@ -259,7 +264,20 @@ class KeyService:
             else:
                 resolved = ResolvedKey(record, SecretStr(plaintext))
             by_provider.setdefault(record.provider, []).append(resolved)
-        entry = _TenantKeys(self._monotonic() + self._ttl, by_provider)
-        if self._stamp(tenant_id) == stamp:  # else invalidated while reading: not cached
-            self._cache[tenant_id] = entry
+        now = self._monotonic()
+        entry = _TenantKeys(now + self._ttl, by_provider)
+        if self._generation == generation:  # else invalidated while reading: not cached
+            self._remember(tenant_id, entry, now)
         return entry
+
+    def _remember(self, tenant_id: str, entry: _TenantKeys, now: float) -> None:
+        """Cache ``entry`` last; entries are kept in expiry order (one TTL for all), so the
+        expired ones and, past the bound, the oldest are at the front."""
+        cache = self._cache
+        cache.pop(tenant_id, None)
+        cache[tenant_id] = entry
+        while len(cache) > 1:
+            oldest = next(iter(cache))
+            if len(cache) <= self._max_cached and cache[oldest].expires > now:
+                break
+            del cache[oldest]
