@@ -130,6 +130,23 @@ async def test_a_load_overtaken_by_an_invalidation_is_not_cached() -> None:
     await keys.aclose()
 
 
+async def test_a_load_is_cached_when_only_another_tenant_changed() -> None:
+    """An invalidation overtakes only the loads of its own tenant, and no trace of a finished
+    load is kept (nothing grows with the number of tenants ever changed)."""
+    store = _CountingStore()
+    await store.open()
+    acme, _ = await create_tenant(store, "acme")
+    other, _ = await create_tenant(store, "other")
+    keys = KeyService(store, BYOKConfig(master_key=generate_master_key()).keyring())
+    loading = asyncio.ensure_future(keys.keys_for(acme.id, "openai"))
+    await asyncio.sleep(0.005)  # the load is reading (the store takes 10 ms)
+    keys.invalidate(other.id)
+    await loading
+    assert keys.cached_keys(acme.id, "openai") == ()
+    assert keys._reading == {}
+    await keys.aclose()
+
+
 async def test_the_key_cache_holds_a_bounded_number_of_tenants() -> None:
     """Decrypted keys are cached for at most ``max_cached_tenants`` tenants (the oldest goes
     first), and an expired tenant's keys leave memory when the next tenant is cached."""

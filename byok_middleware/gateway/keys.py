@@ -77,6 +77,15 @@ class ResolvedKey:
     unopenable: str | None = None
 
 
+class _Reading:
+    """One load of a tenant's keys in flight; ``overtaken`` once the tenant was invalidated."""
+
+    __slots__ = ("overtaken",)
+
+    def __init__(self) -> None:
+        self.overtaken = False
+
+
 @dataclass(slots=True)
 class _TenantKeys:
     expires: float
@@ -111,10 +120,11 @@ class KeyService:
         self._max_cached = max_cached_tenants
         self._monotonic = monotonic
         self._cache: dict[str, _TenantKeys] = {}
-        # Bumped by every ``invalidate``: a load that began before it does not cache what it
-        # read. One counter for all tenants (a per-tenant one would grow with every tenant
-        # ever changed); a change elsewhere costs a load in flight its caching, nothing more.
-        self._generation = 0
+        # A load that an invalidation overtook does not cache what it read: one of all
+        # tenants bumps ``_epoch``; one of a tenant marks that tenant's loads in flight (only
+        # those are tracked, so nothing here grows with the number of tenants).
+        self._epoch = 0
+        self._reading: dict[str, set[_Reading]] = {}
         self._loads: SharedCalls[str, _TenantKeys] = SharedCalls()
         self._hooks: list[ChangeHook] = []
 
@@ -130,9 +140,11 @@ class KeyService:
         returns what it read but does not cache it)."""
         if tenant_id is None:
             self._cache.clear()
+            self._epoch += 1
         else:
             self._cache.pop(tenant_id, None)
-        self._generation += 1
+            for reading in self._reading.get(tenant_id, ()):
+                reading.overtaken = True
 
     async def aclose(self) -> None:
         """Cancel the loads still running."""
@@ -249,7 +261,21 @@ class KeyService:
         return entry.by_provider.get(provider, ())
 
     async def _load(self, tenant_id: str) -> _TenantKeys:
-        generation = self._generation
+        epoch, reading = self._epoch, _Reading()
+        readings = self._reading.setdefault(tenant_id, set())
+        readings.add(reading)
+        try:
+            entry = await self._read(tenant_id)
+        finally:
+            readings.discard(reading)
+            if not readings and self._reading.get(tenant_id) is readings:
+                del self._reading[tenant_id]
+        if self._epoch == epoch and not reading.overtaken:  # else not cached
+            self._remember(tenant_id, entry, self._monotonic())
+        return entry
+
+    async def _read(self, tenant_id: str) -> _TenantKeys:
+        """The tenant's keys from the store, decrypted (``_load`` decides whether to cache)."""
         by_provider: dict[str, list[ResolvedKey]] = {}
         for record in await self._store.list_keys(tenant_id):
             aad = associated_data(record.tenant_id, record.id, record.provider)
@@ -264,11 +290,7 @@ class KeyService:
             else:
                 resolved = ResolvedKey(record, SecretStr(plaintext))
             by_provider.setdefault(record.provider, []).append(resolved)
-        now = self._monotonic()
-        entry = _TenantKeys(now + self._ttl, by_provider)
-        if self._generation == generation:  # else invalidated while reading: not cached
-            self._remember(tenant_id, entry, now)
-        return entry
+        return _TenantKeys(self._monotonic() + self._ttl, by_provider)
 
     def _remember(self, tenant_id: str, entry: _TenantKeys, now: float) -> None:
         """Cache ``entry`` last; entries are kept in expiry order (one TTL for all), so the
